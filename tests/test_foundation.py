@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -38,8 +39,8 @@ def test_cpu_preset_applies_to_every_registered_method() -> None:
     from nerfstudio.plugins.registry import discover_methods
 
     methods, _ = discover_methods()
-    for name, config in methods.items():
-        apply_preset(config)
+    for name, registered in methods.items():
+        config = apply_preset(copy.deepcopy(registered))  # the registry's configs are process-wide: never mutate
         assert (
             config.pipeline.datamanager.train_num_rays_per_batch
             == CPU_PRESET["pipeline.datamanager.train_num_rays_per_batch"]

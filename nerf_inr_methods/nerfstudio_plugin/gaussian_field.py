@@ -1,0 +1,117 @@
+"""GARF-style Gaussian-activation NeRF field (methods.md section 3), built from ``core.mlp``.
+
+Architecture (BARF/GARF layout, Chng et al. 2022), with ``L = num_layers`` and ``W = layer_width``:
+
+- position MLP on raw xyz (no positional encoding): ``make_mlp(3, 1 + W, width=W, depth=L - 1, "gaussian",
+  skip_layers=(4,))``, i.e. ``L - 1`` Gaussian hidden layers, xyz concatenated to the input of hidden layer 4, then
+  one linear layer whose first output is the raw density and whose other ``W`` outputs, after a Gaussian
+  activation, are the feature: ``L`` Gaussian layers on xyz in all (GARF: 8 of 256);
+- density = softplus(raw density);
+- colour head: ``make_mlp(W + 3, 3, width=head_layer_width, depth=head_num_layers, "gaussian")`` on
+  ``[feature, view direction]`` (raw unit vectors, no encoding), then a sigmoid (GARF: one Gaussian layer of 128).
+
+Every trainable parameter sits in an ``nn.Linear`` applied exactly once per sample, so the layer-factored eNTK
+(``core.entk``, IGA) applies. The field always computes in float32 (or float64; autocast is disabled inside it):
+the Gaussian ``exp(-x^2 / (2 sigma^2))`` underflows in half precision.
+
+Example:
+    >>> field = GaussianNeRFField(num_layers=4, layer_width=32, head_layer_width=16)
+    >>> # field.forward(ray_samples) -> {FieldHeadNames.DENSITY: (..., 1), FieldHeadNames.RGB: (..., 3)}
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Sequence, Tuple
+
+import torch
+from nerfstudio.cameras.rays import RaySamples
+from nerfstudio.field_components.field_heads import FieldHeadNames
+from nerfstudio.fields.base_field import Field
+from torch import Tensor, nn
+
+from nerf_inr_methods.core.mlp import GaussianActivation, make_mlp
+
+SKIP_LAYER = 4
+"""Hidden layer of the position MLP whose input is concatenated with xyz (NeRF/GARF), when it exists."""
+
+
+class GaussianNeRFField(Field):
+    """Gaussian-activation NeRF field on raw xyz (see the module docstring for the layout).
+
+    Args:
+        num_layers: Gaussian layers on xyz (>= 2): ``num_layers - 1`` hidden layers plus the density/feature layer.
+        layer_width: width W of the position MLP (and of the feature passed to the colour head).
+        head_num_layers: Gaussian hidden layers of the colour head (>= 1).
+        head_layer_width: width of the colour head.
+        sigma: width of the Gaussian activation (> 0; NeRF: 0.1), in units of the pre-activation.
+        skip_layers: hidden-layer indices of the position MLP whose input is ``cat([h, xyz])``; None: ``(4,)`` when
+            the MLP has more than 4 hidden layers, else none.
+    """
+
+    def __init__(
+        self,
+        num_layers: int = 8,
+        layer_width: int = 256,
+        head_num_layers: int = 1,
+        head_layer_width: int = 128,
+        sigma: float = 0.1,
+        skip_layers: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value, low in (
+            ("num_layers", num_layers, 2),
+            ("layer_width", layer_width, 1),
+            ("head_num_layers", head_num_layers, 1),
+            ("head_layer_width", head_layer_width, 1),
+        ):
+            if isinstance(value, bool) or int(value) != value or value < low:
+                raise ValueError(f"GaussianNeRFField: {name} must be an integer >= {low}, got {value!r}")
+        if not float(sigma) > 0:
+            raise ValueError(f"GaussianNeRFField: sigma must be > 0, got {sigma!r}")
+        depth = int(num_layers) - 1
+        if skip_layers is None:
+            skip_layers = (SKIP_LAYER,) if depth > SKIP_LAYER else ()
+        self.sigma = float(sigma)
+        self.layer_width = int(layer_width)
+        self.position_mlp = make_mlp(
+            3, 1 + self.layer_width, width=self.layer_width, depth=depth, activation="gaussian", sigma=self.sigma,
+            skip_layers=tuple(skip_layers),
+        )  # fmt: skip
+        self.feature_activation = GaussianActivation(self.sigma)
+        self.head_mlp = make_mlp(
+            self.layer_width + 3, 3, width=int(head_layer_width), depth=int(head_num_layers), activation="gaussian",
+            sigma=self.sigma,
+        )  # fmt: skip
+
+    def linear_layers(self) -> list[nn.Linear]:
+        """All ``nn.Linear`` layers in application order (position MLP, then colour head)."""
+        return [*self.position_mlp.linear_layers(), *self.head_mlp.linear_layers()]
+
+    def density_and_feature(self, positions: Tensor) -> Tuple[Tensor, Tensor]:
+        """positions (..., 3) in scene units -> density (..., 1) >= 0 (1 / scene unit), feature (..., W) in (0, 1]."""
+        with torch.autocast(device_type=positions.device.type, enabled=False):
+            out = self.position_mlp(_at_least_float32(positions))
+            density = nn.functional.softplus(out[..., :1])
+            feature = self.feature_activation(out[..., 1:])
+        return density, feature
+
+    def get_density(self, ray_samples: RaySamples) -> Tuple[Tensor, Tensor]:
+        """Density (*bs, 1) and the feature (*bs, W) the colour head conditions on, at the samples' positions."""
+        return self.density_and_feature(ray_samples.frustums.get_positions())
+
+    def get_outputs(
+        self, ray_samples: RaySamples, density_embedding: Tensor | None = None
+    ) -> Dict[FieldHeadNames, Tensor]:
+        """Colour (*bs, 3) in (0, 1) from the feature (*bs, W) and the samples' unit view directions (*bs, 3)."""
+        if density_embedding is None:
+            raise ValueError("GaussianNeRFField.get_outputs needs the density_embedding returned by get_density")
+        directions = ray_samples.frustums.directions
+        with torch.autocast(device_type=directions.device.type, enabled=False):
+            inputs = torch.cat([_at_least_float32(density_embedding), _at_least_float32(directions)], dim=-1)
+            rgb = torch.sigmoid(self.head_mlp(inputs))
+        return {FieldHeadNames.RGB: rgb}
+
+
+def _at_least_float32(x: Tensor) -> Tensor:
+    """``x`` in float32, or unchanged if it is float64 (half/bfloat16 inputs are promoted)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()

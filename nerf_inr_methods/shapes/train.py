@@ -1,0 +1,687 @@
+"""The shape trainer: builds data, model, optimizer and method switches from a :class:`ShapeFitConfig`,
+trains with the shared coordinate loop (:func:`nerf_inr_methods.coordfit.fit`), and fills a run folder.
+
+Run folder (``<output_dir>/<run_name>/``)::
+
+    config.json                 resolved configuration (protocol defaults filled in)
+    checkpoints/step_XXXXXXX.pt written atomically (temporary file + rename); final.pt at the end
+    metrics.json                protocol, final IoU / Chamfer / timings, evaluation curve, loss curve
+    mesh.ply (or .obj)          extracted mesh in the input mesh's coordinates
+
+Multi-process training (``num_processes > 1`` or launched by ``torchrun``): DistributedDataParallel with
+the gloo backend; each process draws its own points (seed, rank) with ``batch_size / world_size`` points
+per step (fresh/pool) or its own ``1 / world_size`` share of the pool (full); gradients are averaged, so
+the model is the same on every process. Rank 0 evaluates and writes the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from nerf_inr_methods import mesh as meshlib
+from nerf_inr_methods.coordfit import FitHistory, StepResult, coord_loss, fit
+from nerf_inr_methods.core.esgd import ESGD
+from nerf_inr_methods.core.iga import IGAAdjust, make_iga_adjust
+from nerf_inr_methods.core.int_selection import IntSchedule
+from nerf_inr_methods.core.mlp import CoordinateMLP, make_mlp
+
+from . import derivative as deriv
+from .config import ShapeFitConfig, config_from_dict, config_to_dict, resolve_config
+from .data import (
+    MeshSDF,
+    Normalization,
+    PreparedShape,
+    SamplingConfig,
+    morton_order,
+    prepare_shape,
+    sample_points,
+    voxel_centers,
+)
+from .metrics import chamfer_distance, iou, reference_inside_grid, voxel_center_bounds
+
+CHECKPOINT_FORMAT = "inr-shape-checkpoint-v1"
+
+
+# ------------------------------------------------------------------------------------------- building
+def build_model(cfg: ShapeFitConfig) -> CoordinateMLP:
+    """The shape network (3 -> 1) of a resolved config, from the shared MLP builder."""
+    return make_mlp(
+        3,
+        1,
+        width=cfg.width,
+        depth=cfg.depth,
+        activation=cfg.activation,
+        sigma=cfg.sigma,
+        w0=cfg.w0,
+        pe_frequencies=cfg.pe_frequencies if cfg.activation == "relu" else 0,
+    )
+
+
+def build_optimizer(cfg: ShapeFitConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """Adam, ESGD or L-BFGS over the model's parameters, as the resolved config says."""
+    params = list(model.parameters())
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr)
+    if cfg.optimizer == "esgd":
+        gen = torch.Generator().manual_seed(cfg.seed)
+        return ESGD(
+            params,
+            lr=cfg.lr,
+            eps=cfg.esgd.eps,
+            update_d_every=cfg.esgd.update_d_every,
+            d_warmup=cfg.esgd.d_warmup,
+            hvp_source=cfg.esgd.hvp_source,
+            generator=gen,
+        )
+    if cfg.optimizer == "lbfgs":
+        return torch.optim.LBFGS(
+            params,
+            lr=cfg.lr,
+            max_iter=cfg.lbfgs.max_iter,
+            history_size=cfg.lbfgs.history_size,
+            line_search_fn=None if cfg.lbfgs.line_search == "none" else cfg.lbfgs.line_search,
+        )
+    raise ValueError(f"--optimizer must be adam, esgd or lbfgs, got {cfg.optimizer!r}")
+
+
+def decision_rule(cfg: ShapeFitConfig) -> tuple[float, str]:
+    """(level, inside) of the network's output: sdf (0, below); occupancy logits (0, above); occupancy
+    values trained with mse (0.5, above)."""
+    if cfg.task == "sdf":
+        return 0.0, "below"
+    return (0.0, "above") if cfg.loss == "bce" else (0.5, "above")
+
+
+def sampling_config(cfg: ShapeFitConfig) -> SamplingConfig:
+    """The point mixture of a resolved config."""
+    return SamplingConfig(
+        cfg.coarse_fraction, cfg.fine_fraction, cfg.uniform_fraction, cfg.noise, cfg.coarse_scale, cfg.fine_scale
+    )
+
+
+def targets_from_sdf(sdf: np.ndarray, task: str) -> Tensor:
+    """(n,) signed distances (negative inside) -> (n, 1) float32 targets: the SDF or the occupancy 1/0."""
+    values = sdf if task == "sdf" else (sdf < 0).astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).reshape(-1, 1)
+
+
+class PointSource:
+    """Training points and targets of one process.
+
+    - ``fresh``: a new batch each step (near-surface + uniform samples, targets from pysdf).
+    - ``pool``: random batches from a fixed pool computed once (samples or voxel centres).
+    - ``full``: the whole (per-process) pool every step (:meth:`full`).
+
+    With IGA the points are ordered along a Morton curve and batches are made of whole groups of
+    ``group_size`` contiguous points (pool: ``groups_per_step`` random groups; fresh: each batch sorted).
+    """
+
+    def __init__(self, shape: PreparedShape, cfg: ShapeFitConfig, rank: int = 0, world_size: int = 1) -> None:
+        self.cfg = cfg
+        self.sdf: MeshSDF = shape.sdf
+        self.sampling = sampling_config(cfg)
+        self.rng = np.random.default_rng([cfg.seed, rank])
+        self.device = torch.device(cfg.device)
+        self.iga = cfg.iga.enabled
+        self.group_size = cfg.iga.group_size
+        self.batch_size = max(1, cfg.batch_size // world_size)
+        self.pool: Tensor | None = None
+        self.pool_targets: Tensor | None = None
+        if cfg.points == "fresh":
+            return
+        if cfg.point_set == "voxels":
+            pts = voxel_centers(cfg.voxel_resolution)
+            if cfg.points == "full" and world_size > 1:  # contiguous share of the Morton-ordered grid
+                pts = pts[morton_order(pts, cfg.iga.morton_bits)]
+                pts = np.array_split(pts, world_size)[rank]
+        else:
+            pts = sample_points(self.sdf, max(1, cfg.pool_size // world_size), self.sampling, self.rng)
+        if self.iga:
+            pts = pts[morton_order(pts, cfg.iga.morton_bits)]
+        self.pool = torch.from_numpy(np.ascontiguousarray(pts)).to(self.device)
+        self.pool_targets = targets_from_sdf(self._signed_distance(pts), cfg.task).to(self.device)
+
+    def _signed_distance(self, pts: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
+        return np.concatenate([self.sdf.signed_distance(pts[i : i + chunk]) for i in range(0, len(pts), chunk)])
+
+    def full(self) -> tuple[Tensor, Tensor]:
+        """The whole pool: coords (n, 3), targets (n, 1)."""
+        if self.pool is None or self.pool_targets is None:
+            raise ValueError("PointSource.full() needs --points pool or full")
+        return self.pool, self.pool_targets
+
+    def batch(self, step: int) -> tuple[Tensor, Tensor]:
+        """Batch of step ``step``: coords (b, 3), targets (b, 1) (groups contiguous with IGA)."""
+        if self.pool is None:
+            pts = sample_points(self.sdf, self.batch_size, self.sampling, self.rng)
+            if self.iga:
+                pts = pts[morton_order(pts, self.cfg.iga.morton_bits)]
+            coords = torch.from_numpy(pts).to(self.device)
+            return coords, targets_from_sdf(self.sdf.signed_distance(pts), self.cfg.task).to(self.device)
+        assert self.pool_targets is not None
+        n = self.pool.shape[0]
+        if self.iga:
+            n_groups = n // self.group_size
+            if n_groups < 1:
+                raise ValueError(f"the pool ({n} points) holds no complete group of --iga.group-size {self.group_size}")
+            chosen = self.rng.choice(n_groups, size=min(self.cfg.iga.groups_per_step, n_groups), replace=False)
+            idx = (np.sort(chosen)[:, None] * self.group_size + np.arange(self.group_size)[None, :]).reshape(-1)
+        else:
+            idx = self.rng.integers(0, n, size=min(self.batch_size, n))
+        index = torch.from_numpy(idx).to(self.device)
+        return self.pool[index], self.pool_targets[index]
+
+    def surface_with_normals(self, n: int) -> tuple[Tensor, Tensor]:
+        """n surface samples (n, 3) and their outward unit normals (n, 3) (for the normal term)."""
+        pts, face = self.sdf.sample_surface_with_faces(n, self.rng)
+        nrm = self.sdf.outward_normals()[face]
+        return torch.from_numpy(pts).to(self.device), torch.from_numpy(nrm).to(self.device)
+
+
+# ------------------------------------------------------------------------------------------- adjust
+class ShapeLossHook:
+    """``adjust`` hook for :func:`coordfit.fit`: IGA's surrogate and/or a derivative term.
+
+    Returns ``base + weight * derivative`` where ``base`` is IGA's surrogate loss (if enabled) or the data
+    loss, and the derivative term is Eikonal or normal alignment. The logged loss stays the true data loss.
+    """
+
+    def __init__(
+        self,
+        cfg: ShapeFitConfig,
+        model: nn.Module,
+        points: PointSource,
+        iga: IGAAdjust | None,
+    ) -> None:
+        self.cfg = cfg
+        self.model = model
+        self.points = points
+        self.iga = iga
+        self.calls = 0
+        self.weight = float(cfg.derivative.weight)
+        self.weights: list[tuple[int, float]] = []
+
+    def __call__(self, coords: Tensor, preds: Tensor, targets: Tensor) -> Tensor:
+        d = self.cfg.derivative
+        base = self.iga(coords, preds, targets) if self.iga is not None else coord_loss(preds, targets, self.cfg.loss)
+        if d.kind != "none":
+            if d.kind == "eikonal":
+                sub = coords[torch.randperm(coords.shape[0], device=coords.device)[: d.num_points]]
+                term = deriv.eikonal_loss(self.model, sub)
+            else:
+                pts, nrm = self.points.surface_with_normals(d.num_points)
+                if d.weight_from == "ntk-trace" and self.calls % d.trace_every == 0:
+                    self.weight = deriv.ntk_trace_weight(self.model, pts[: d.trace_points])
+                    self.weights.append((self.calls, self.weight))
+                term = deriv.normal_loss(self.model, pts, nrm)
+            base = base + self.weight * term
+        self.calls += 1
+        return base
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename (never a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(obj: Any, path: Path) -> None:
+    """Write JSON (non-finite floats as null) atomically."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float):
+            return v if math.isfinite(v) else None
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, (np.floating, np.integer)):
+            return clean(v.item())
+        if isinstance(v, Path):
+            return str(v)
+        return v
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(clean(obj), indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    step: int,
+    cfg: ShapeFitConfig,
+    norm: Normalization,
+) -> None:
+    """Checkpoint = model and optimizer state, step, resolved config and the unit-box transform."""
+    level, inside = decision_rule(cfg)
+    atomic_torch_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "config": config_to_dict(cfg),
+            "normalization": {"center": list(norm.center), "scale": norm.scale},
+            "level": level,
+            "inside": inside,
+        },
+        path,
+    )
+
+
+@dataclass
+class LoadedShapeModel:
+    """A trained shape network restored from a checkpoint."""
+
+    model: CoordinateMLP
+    """The network in eval mode, (n, 3) unit-box points -> (n, 1)."""
+    config: ShapeFitConfig
+    """Its resolved training config."""
+    normalization: Normalization
+    """Unit box <-> input coordinates."""
+    level: float
+    """Iso-level of the surface."""
+    inside: str
+    """'below' or 'above': which side of the level is inside."""
+    step: int
+    """Training steps done."""
+
+
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> LoadedShapeModel:
+    """Restore a shape network written by the trainer.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not an inr-shape checkpoint.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:
+        raise ValueError(
+            f"{path} is not an inr-shape checkpoint (torch.load failed: {type(exc).__name__}: {exc})"
+        ) from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an inr-shape checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    cfg = config_from_dict(ckpt["config"])
+    model = build_model(cfg).to(device)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    norm = Normalization(center=tuple(ckpt["normalization"]["center"]), scale=float(ckpt["normalization"]["scale"]))
+    return LoadedShapeModel(model, cfg, norm, float(ckpt["level"]), str(ckpt["inside"]), int(ckpt["step"]))
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+class ShapeEvaluator:
+    """IoU against the mesh's inside test on N^3 voxel centres; mesh extraction; Chamfer distance.
+
+    The ground-truth grids are cached per (mesh file, its modification time, fill, resolution) for the
+    process's lifetime (a few of them: 2 MB each at 128^3), so repeated runs on one mesh pay once.
+    """
+
+    _truth_cache: dict[tuple[str, float, float, int], np.ndarray] = {}
+    _cache_size = 8
+
+    def __init__(self, shape: PreparedShape, level: float, inside: str, chunk_size: int = 1 << 17) -> None:
+        self.shape = shape
+        self.level = level
+        self.inside = inside
+        self.chunk_size = chunk_size
+
+    def truth(self, resolution: int) -> np.ndarray:
+        """(R, R, R) bool ground truth (pysdf robust inside test)."""
+        path = self.shape.path.resolve()
+        fill = float(max(self.shape.unit_mesh.extents))
+        key = (str(path), path.stat().st_mtime if path.exists() else 0.0, round(fill, 9), int(resolution))
+        cache = ShapeEvaluator._truth_cache
+        if key not in cache:
+            while len(cache) >= self._cache_size:
+                cache.pop(next(iter(cache)))
+            cache[key] = reference_inside_grid(self.shape.sdf, resolution, self.chunk_size)
+        return cache[key]
+
+    def volume(self, model: nn.Module, resolution: int) -> np.ndarray:
+        """(R, R, R) float32 network outputs on the voxel centres."""
+        lo, hi = voxel_center_bounds(resolution)
+        was_training = model.training
+        model.eval()
+        try:
+            return meshlib.evaluate_grid(meshlib.torch_field(model), lo, hi, resolution, self.chunk_size)
+        finally:
+            model.train(was_training)
+
+    def inside_of(self, volume: np.ndarray) -> np.ndarray:
+        """Bool inside mask of a volume of network outputs."""
+        return volume < self.level if self.inside == "below" else volume > self.level
+
+    def iou(self, model: nn.Module, resolution: int, volume: np.ndarray | None = None) -> float:
+        """IoU of the network's inside region with the mesh's on R^3 voxel centres."""
+        vol = self.volume(model, resolution) if volume is None else volume
+        return iou(self.inside_of(vol), self.truth(resolution))
+
+    def extract(self, model: nn.Module, resolution: int, volume: np.ndarray | None = None, to_input: bool = False):
+        """Mesh of the network's surface (unit-box coordinates, or the input's with ``to_input``)."""
+        lo, hi = voxel_center_bounds(resolution)
+        transform = self.shape.normalization.unit_to_input_matrix() if to_input else None
+        return meshlib.extract_mesh(
+            meshlib.torch_field(model),
+            lo,
+            hi,
+            resolution,
+            self.level,
+            self.inside,
+            self.chunk_size,
+            transform,
+            volume=volume,
+        )
+
+
+# ------------------------------------------------------------------------------------------- training
+@dataclass
+class ShapeFitResult:
+    """What :func:`train_shape` returns (rank 0 has the metrics; other ranks an empty dict)."""
+
+    run_dir: Path
+    """The run folder."""
+    metrics: dict[str, Any]
+    """Contents of metrics.json."""
+    model: nn.Module
+    """The trained network (unwrapped)."""
+    history: FitHistory
+    """Per-step log from the shared coordinate loop."""
+    cpu_time: list[float]
+    """Cumulative process CPU seconds of training after each step (evaluation excluded)."""
+
+
+def default_run_name(cfg: ShapeFitConfig) -> str:
+    """'<mesh stem>-<protocol>-<YYYYmmdd-HHMMSS>'."""
+    return f"{Path(cfg.mesh).stem}-{cfg.protocol}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _eval_schedule(every: int, steps: int) -> list[int]:
+    return sorted(set(([s for s in range(every, steps + 1, every)] if every > 0 else []) + [steps]))
+
+
+def _progress_bar(cfg: ShapeFitConfig, rank: int) -> tuple[Callable[[int, StepResult], None] | None, Any]:
+    if not cfg.progress or rank != 0:
+        return None, None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.steps, desc=f"inr-shape {Path(cfg.mesh).stem}", unit="step", dynamic_ncols=True)
+
+    def update(step: int, result: StepResult) -> None:
+        bar.update(1)
+        if step % 10 == 0 or step == cfg.steps - 1:
+            bar.set_postfix(loss=f"{result.loss:.3e}", points=result.num_trained)
+
+    return update, bar
+
+
+def train_shape(
+    cfg: ShapeFitConfig,
+    rank: int = 0,
+    world_size: int = 1,
+    eval_callback: Callable[[nn.Module, int], dict[str, float]] | None = None,
+) -> ShapeFitResult:
+    """Train one shape network and fill its run folder (rank 0).
+
+    Args:
+        cfg: configuration (resolved here if needed).
+        rank, world_size: process rank and count (torch.distributed must be initialised when > 1).
+        eval_callback: optional extra evaluation ``(model, steps_done) -> metrics`` merged into each
+            evaluation record (also at step 0; its time is excluded from the training clock, which the
+            history records as ``eval_time``).
+
+    Returns:
+        :class:`ShapeFitResult`.
+    """
+    cfg = resolve_config(cfg)
+    if cfg.run_name is None:
+        cfg.run_name = default_run_name(cfg)
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    t_setup = time.perf_counter()
+    device = torch.device(cfg.device)
+    with warnings.catch_warnings():
+        if rank != 0:
+            warnings.simplefilter("ignore")
+        shape = prepare_shape(cfg.mesh, cfg.fill, cfg.non_watertight)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device)
+    train_model: nn.Module = model
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model)
+    optimizer = build_optimizer(cfg, model)
+    points = PointSource(shape, cfg, rank, world_size)
+    coords, targets = points.full() if cfg.points == "full" else (None, None)
+    batch_fn = None if cfg.points == "full" else points.batch
+
+    schedule = None
+    if cfg.int_selection.enabled:
+        o = cfg.int_selection
+        schedule = IntSchedule(cfg.steps, o.ratio, o.r0, o.interval, o.max_interval)
+    iga = None
+    if cfg.iga.enabled:
+        iga = make_iga_adjust(model, cfg.iga.end, cfg.iga.group_size, cfg.iga.update_every, cfg.iga.identity)
+    hook = ShapeLossHook(cfg, model, points, iga) if (iga is not None or cfg.derivative.kind != "none") else None
+    scheduler = None
+    if cfg.lr_final_factor < 1.0 and cfg.optimizer != "lbfgs":
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_final_factor ** (1.0 / cfg.steps))
+    level, inside = decision_rule(cfg)
+    evaluator = ShapeEvaluator(shape, level, inside, cfg.chunk_size)
+
+    run_dir = Path(cfg.output_dir) / cfg.run_name
+    ckpt_dir = run_dir / "checkpoints"
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(config_to_dict(cfg), run_dir / "config.json")
+    setup_seconds = time.perf_counter() - t_setup
+
+    eval_steps = set(_eval_schedule(cfg.eval_every, cfg.steps))
+    ckpt_steps = set(_eval_schedule(cfg.checkpoint_every, cfg.steps)) - {cfg.steps}
+    # Process CPU clock next to fit's wall clock: with one intra-op thread it measures the work done, and
+    # it is far less sensitive than wall time to other jobs on a shared machine. Evaluation is excluded.
+    clock = {"eval": 0.0, "eval_cpu": 0.0, "cpu0": time.process_time()}
+    done_steps = {"n": 0}
+    cpu_curve: list[float] = []
+
+    def train_cpu() -> float:
+        return time.process_time() - clock["cpu0"] - clock["eval_cpu"]
+
+    def eval_fn(net: nn.Module, done: int) -> dict[str, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        out: dict[str, float] = {"train_cpu_s": train_cpu()}
+        if rank == 0:
+            if done in ckpt_steps:
+                save_checkpoint(ckpt_dir / f"step_{done:07d}.pt", model, optimizer, done, cfg, shape.normalization)
+            if done in eval_steps:
+                out[f"iou_{cfg.eval_iou_resolution}"] = evaluator.iou(model, cfg.eval_iou_resolution)
+            if eval_callback is not None:
+                out.update(eval_callback(model, done))
+        clock["eval"] += time.perf_counter() - t0
+        clock["eval_cpu"] += time.process_time() - c0
+        return out
+
+    user_progress, bar = _progress_bar(cfg, rank)
+
+    def progress(step: int, result: StepResult) -> None:
+        done_steps["n"] = step + 1
+        cpu_curve.append(train_cpu())
+        if user_progress is not None:
+            user_progress(step, result)
+
+    try:
+        history = fit(
+            train_model,
+            optimizer,
+            cfg.steps,
+            coords,
+            targets,
+            batch_fn=batch_fn,
+            int_schedule=schedule,
+            random_subset=cfg.int_selection.random_subset,
+            generator=torch.Generator().manual_seed(cfg.seed + 1),
+            loss=cfg.loss,
+            adjust=hook,
+            lr_scheduler=scheduler,
+            eval_fn=eval_fn,
+            eval_steps=sorted(eval_steps | ckpt_steps | ({0} if eval_callback is not None else set())),
+            progress=progress,
+        )
+    except BaseException:
+        if rank == 0:
+            # Keep what was learnt so far (finished checkpoints are untouched: all writes are atomic).
+            save_checkpoint(ckpt_dir / "interrupted.pt", model, optimizer, done_steps["n"], cfg, shape.normalization)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+    metrics: dict[str, Any] = {}
+    if rank == 0:
+        save_checkpoint(ckpt_dir / "final.pt", model, optimizer, cfg.steps, cfg, shape.normalization)
+        metrics = final_metrics(cfg, shape, model, evaluator, history, run_dir)
+        metrics["timings"].update(
+            {
+                "setup_s": setup_seconds,
+                "intermediate_eval_s": clock["eval"],
+                "train_cpu_s": cpu_curve[-1] if cpu_curve else 0.0,
+                "torch_threads": torch.get_num_threads(),
+            }
+        )
+        metrics["world_size"] = world_size
+        atomic_write_json(metrics, run_dir / "metrics.json")
+    return ShapeFitResult(run_dir, metrics, model, history, cpu_curve)
+
+
+def final_metrics(
+    cfg: ShapeFitConfig,
+    shape: PreparedShape,
+    model: nn.Module,
+    evaluator: ShapeEvaluator,
+    history: FitHistory,
+    run_dir: Path,
+) -> dict[str, Any]:
+    """Final IoU at ``iou_resolution``, extracted mesh (exported in input coordinates), Chamfer, timings."""
+    t0 = time.perf_counter()
+    volume = evaluator.volume(model, cfg.iou_resolution)
+    final_iou = evaluator.iou(model, cfg.iou_resolution, volume)
+    t_iou = time.perf_counter() - t0
+    mesh_path, chamfer, mesh_error = None, None, None
+    t1 = time.perf_counter()
+    if cfg.mesh_resolution > 0:
+        reuse = volume if cfg.mesh_resolution == cfg.iou_resolution else None
+        try:
+            unit_mesh = evaluator.extract(model, cfg.mesh_resolution, volume=reuse)
+        except ValueError as exc:  # the network has no surface yet
+            mesh_error = str(exc)
+        else:
+            out_mesh = unit_mesh.copy()
+            out_mesh.vertices = shape.normalization.from_unit(unit_mesh.vertices)
+            mesh_path = meshlib.export_mesh(out_mesh, run_dir / f"mesh.{cfg.mesh_format}")
+            if cfg.chamfer_samples > 0:
+                chamfer = chamfer_distance(unit_mesh, shape.unit_mesh, cfg.chamfer_samples, seed=cfg.seed)
+    t_mesh = time.perf_counter() - t1
+    curve = [
+        {"step": s, "train_s": t, "points_trained": pt, "points_scored": ps, **m}
+        for s, t, pt, ps, m in zip(
+            history.eval_steps,
+            history.eval_time,
+            history.eval_points_trained,
+            history.eval_points_scored,
+            history.eval_metrics,
+            strict=True,
+        )
+    ]
+    every = max(1, len(history.loss) // 500)
+    return {
+        "protocol": cfg.protocol,
+        "task": cfg.task,
+        "loss": cfg.loss,
+        "mesh": str(cfg.mesh),
+        "watertight": shape.watertight,
+        "steps": cfg.steps,
+        f"iou_{cfg.iou_resolution}": final_iou,
+        "iou": final_iou,
+        "iou_resolution": cfg.iou_resolution,
+        "chamfer": chamfer,
+        "chamfer_units": "unit box (input longest side = fill)",
+        "mesh_path": str(mesh_path) if mesh_path is not None else None,
+        "mesh_error": mesh_error,
+        "final_loss": history.loss[-1] if history.loss else None,
+        "points_trained": history.points_trained[-1] if history.points_trained else 0,
+        "points_scored": history.points_scored[-1] if history.points_scored else 0,
+        "timings": {"train_s": history.time[-1] if history.time else 0.0, "final_iou_s": t_iou, "mesh_s": t_mesh},
+        "eval_curve": curve,
+        "loss_curve": {"step": list(range(0, len(history.loss), every)), "loss": history.loss[::every]},
+    }
+
+
+# ------------------------------------------------------------------------------------------- processes
+def _worker(rank: int, cfg: ShapeFitConfig, world_size: int, init_file: str) -> None:
+    # File rendezvous (no TCP port to pick, so no race with other jobs on the machine).
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        train_shape(cfg, rank, world_size)
+    finally:
+        dist.destroy_process_group()
+
+
+def run_fit(cfg: ShapeFitConfig) -> dict[str, Any]:
+    """Train as configured: one process, ``num_processes`` spawned gloo processes, or under torchrun
+    (``WORLD_SIZE`` / ``RANK`` in the environment). Returns rank 0's metrics (with ``run_dir``)."""
+    cfg = resolve_config(cfg)
+    if cfg.run_name is None:
+        cfg.run_name = default_run_name(cfg)
+    if not Path(cfg.mesh).exists():  # fail before spawning processes
+        raise FileNotFoundError(f"mesh file not found: {cfg.mesh}")
+    env_world = int(os.environ.get("WORLD_SIZE", "1"))
+    if env_world > 1:  # launched by torchrun
+        rank = int(os.environ["RANK"])
+        dist.init_process_group("gloo")
+        try:
+            result = train_shape(cfg, rank, env_world)
+        finally:
+            dist.destroy_process_group()
+        return {**result.metrics, "run_dir": str(result.run_dir)}
+    if cfg.num_processes > 1:
+        import torch.multiprocessing as mp
+
+        with tempfile.TemporaryDirectory(prefix="inr-shape-ddp-") as tmp:
+            init_file = str(Path(tmp) / "rendezvous")
+            mp.spawn(_worker, args=(cfg, cfg.num_processes, init_file), nprocs=cfg.num_processes, join=True)
+        run_dir = Path(cfg.output_dir) / cfg.run_name
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        return {**metrics, "run_dir": str(run_dir)}
+    result = train_shape(cfg)
+    return {**result.metrics, "run_dir": str(result.run_dir)}

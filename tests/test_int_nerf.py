@@ -1,0 +1,221 @@
+"""int-nerf: INT ray selection in InrPipeline (candidate pool, no cross-batch subsets, no starvation) and smoke runs."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+import torch
+
+from nerf_inr_methods.core.int_selection import IntSchedule, num_selected
+
+BIN = Path(sys.executable).parent
+SMALL = {
+    "pipeline.datamanager.train_num_rays_per_batch": 64,
+    "pipeline.model.num_coarse_samples": 8,
+    "pipeline.model.num_importance_samples": 8,
+    "pipeline.model.base_mlp_num_layers": 2,
+    "pipeline.model.head_mlp_num_layers": 1,
+    "pipeline.model.eval_num_rays_per_chunk": 1024,
+}
+
+
+def make_pipeline(tiny_scene: Path, tmp_path: Path, steps: int = 20, **int_options: Any):
+    """An InrPipeline on the tiny scene with small fields; INT options as ``int_*`` keyword arguments."""
+    from nerf_inr_methods.nerfstudio_plugin.runs import prepare_config
+
+    config = prepare_config("int-nerf", tiny_scene, tmp_path, steps=steps, overrides=SMALL)
+    config.pipeline.int_total_steps = steps
+    for name, value in int_options.items():
+        setattr(config.pipeline, name, value)
+    torch.manual_seed(0)
+    return config.pipeline.setup(device="cpu", test_mode="val")
+
+
+def record_trained_indices(pipeline) -> List[torch.Tensor]:
+    """Make the model record the (camera, y, x) indices of every batch it computes a training loss on."""
+    seen: List[torch.Tensor] = []
+    original = pipeline.model.get_metrics_dict
+
+    def get_metrics_dict(outputs: Dict[str, Any], batch: Dict[str, torch.Tensor]) -> Dict[str, Any]:
+        seen.append(batch["indices"].clone())
+        return original(outputs, batch)
+
+    pipeline.model.get_metrics_dict = get_metrics_dict
+    return seen
+
+
+def as_set(indices: torch.Tensor) -> set:
+    return {tuple(row) for row in indices.tolist()}
+
+
+def test_int_off_is_nerfstudios_vanilla_pipeline(tiny_scene: Path, tmp_path: Path) -> None:
+    from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
+
+    ours = make_pipeline(tiny_scene, tmp_path, int_enabled=False)
+    config = ours.config
+    vanilla_config = VanillaPipelineConfig(datamanager=config.datamanager, model=config.model)
+    torch.manual_seed(0)
+    vanilla = vanilla_config.setup(device="cpu", test_mode="val")
+    vanilla.load_state_dict(ours.state_dict())
+    for step in range(2):
+        # Same batch for both (each datamanager's loader shuffles images with its own generator).
+        ray_bundle, batch = ours.datamanager.next_train(step)
+        losses = []
+        for pipeline in (ours, vanilla):
+            pipeline.datamanager.next_train = lambda step, rb=ray_bundle, b=batch: (rb, b)
+            torch.manual_seed(step)
+            _, loss_dict, metrics = pipeline.get_train_loss_dict(step)
+            losses.append(sum(loss_dict.values()).item())
+        assert losses[0] == losses[1]
+        assert "rays_trained" not in metrics
+    assert ours.rays_per_step(0) == (64, 0)
+
+
+def test_int_trains_topk_of_the_current_pool_only(tiny_scene: Path, tmp_path: Path) -> None:
+    steps = 20
+    pipeline = make_pipeline(tiny_scene, tmp_path, steps=steps, int_enabled=True, int_max_interval=4)
+    schedule = IntSchedule(total_steps=steps, max_interval=4)
+    trained = record_trained_indices(pipeline)
+    choices = []
+    original_select = pipeline._select
+
+    def select(pool, k):  # the keys the selection saw, before the training forward refreshes them
+        keys = pool.scores.clone()
+        chosen = original_select(pool, k)
+        choices.append((keys, chosen))
+        return chosen
+
+    pipeline._select = select
+    refreshes, pool_ids = [], None
+    for step in range(steps):
+        _, loss_dict, metrics = pipeline.get_train_loss_dict(step)
+        assert torch.isfinite(sum(loss_dict.values()))
+        pool = pipeline._pool
+        if metrics["int_reselected"]:
+            refreshes.append(step)
+            assert metrics["rays_scored"] == 64 and id(pool) != pool_ids
+            pool_ids = id(pool)
+        else:
+            assert metrics["rays_scored"] == 0 and id(pool) == pool_ids
+        k = num_selected(64, schedule.ratio(step))
+        assert metrics["rays_trained"] == k and trained[-1].shape == (k, 3)
+        assert metrics["int_ratio"] == schedule.ratio(step) and metrics["int_interval"] == schedule.interval(step)
+        assert pipeline.rays_per_step(step) == (k, 64 if step in schedule.selection_steps() else 0)
+        # Never a subset from another batch: every trained ray belongs to the pool of this step.
+        assert as_set(trained[-1]) <= as_set(pool.batch["indices"])
+        keys, chosen = choices[-1]
+        others = torch.ones_like(keys, dtype=torch.bool)
+        others[chosen] = False
+        assert keys[chosen].min() >= keys[others].max()  # exactly the k largest (no ray forced here)
+    assert tuple(refreshes) == schedule.selection_steps()
+
+
+def test_pool_scores_are_the_fresh_no_grad_errors(tiny_scene: Path, tmp_path: Path) -> None:
+    pipeline = make_pipeline(tiny_scene, tmp_path, int_enabled=True)
+    pipeline.get_train_loss_dict(0)
+    pool = pipeline._pool
+    assert not pool.scores.requires_grad and pool.scores.shape == (64,)
+    assert torch.all(pool.scores >= 0) and torch.all(pool.scores <= 3.0)  # L1 over 3 channels in [0, 1]
+
+
+def test_skipped_pixels_are_counted_and_forced(tiny_scene: Path, tmp_path: Path) -> None:
+    pipeline = make_pipeline(tiny_scene, tmp_path, steps=100, int_enabled=True, int_max_skips=2)
+    pipeline.get_train_loss_dict(0)  # stage 0: dense interval, a new pool every step
+    pool = pipeline._pool
+    untrained = pool.pixel_ids[~pool.trained]
+    trained = pool.pixel_ids[pool.trained]
+    assert untrained.numel() == 64 - num_selected(64, 0.2)
+    pipeline._skips[untrained] = 1
+    pipeline._retire_pool()  # what the next refresh does first: untrained pixels now have 2 = int_max_skips
+    assert torch.all(pipeline._skips[untrained] == 2) and torch.all(pipeline._skips[trained] == 0)
+    pipeline.get_train_loss_dict(1)  # new pool: any of those pixels drawn again are forced and trained
+    pool = pipeline._pool
+    assert not pool.forced.any()
+    # A pool holding pixels at the limit trains them first, whatever their scores.
+    candidates = torch.nonzero(~pool.trained).squeeze(1)
+    low = candidates[torch.argsort(pool.scores[candidates])[:5]]
+    pipeline._skips[pool.pixel_ids[low]] = 2
+    pool.forced[low] = True
+    trained_batches = record_trained_indices(pipeline)
+    pool.step = 2  # keep this pool for step 2 (interval 1 would otherwise replace it)
+    _, _, metrics = pipeline.get_train_loss_dict(2)
+    assert pipeline._pool is pool and metrics["int_forced_rays"] == 5
+    assert as_set(pool.batch["indices"][low]) <= as_set(trained_batches[-1])
+    assert torch.all(pipeline._skips[pool.pixel_ids[low]] == 0) and not pool.forced.any()
+
+
+def test_random_subset_control_scores_nothing(tiny_scene: Path, tmp_path: Path) -> None:
+    pipeline = make_pipeline(tiny_scene, tmp_path, int_enabled=True, int_random_subset=True)
+    trained = record_trained_indices(pipeline)
+    _, _, metrics = pipeline.get_train_loss_dict(0)
+    assert metrics["rays_scored"] == 0 and metrics["rays_trained"] == num_selected(64, 0.2)
+    assert as_set(trained[-1]) <= as_set(pipeline._pool.batch["indices"])
+    assert pipeline.rays_per_step(0) == (num_selected(64, 0.2), 0)
+
+
+def test_pool_of_several_batches(tiny_scene: Path, tmp_path: Path) -> None:
+    pipeline = make_pipeline(tiny_scene, tmp_path, int_enabled=True, int_pool_batches=3)
+    _, _, metrics = pipeline.get_train_loss_dict(0)
+    assert pipeline._pool.scores.shape == (192,) and len(pipeline._pool.ray_bundle) == 192
+    assert metrics["rays_scored"] == 192 and metrics["rays_trained"] == num_selected(64, 0.2)
+
+
+def test_bad_int_options_name_the_flag() -> None:
+    from nerf_inr_methods.nerfstudio_plugin.int_pipeline import InrPipelineConfig
+
+    with pytest.raises(ValueError, match="int-r0"):
+        InrPipelineConfig(int_r0=0.0)
+    with pytest.raises(ValueError, match="int-interval-kind"):
+        InrPipelineConfig(int_interval_kind="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="int-pool-batches"):
+        InrPipelineConfig(int_pool_batches=0)
+
+
+@pytest.mark.slow
+def test_int_nerf_trains_and_evaluates_in_process(tiny_scene: Path, tmp_path: Path) -> None:
+    from nerf_inr_methods.nerfstudio_plugin.runs import evaluate, prepare_config, train
+
+    config = prepare_config("int-nerf", tiny_scene, tmp_path, steps=6, overrides=SMALL)
+    assert config.pipeline.int_enabled and config.pipeline.int_total_steps is None  # T from the trainer
+    config_path = train(config)
+    metrics = evaluate(config_path)
+    assert math.isfinite(metrics["psnr"]) and "fine_ssim" in metrics
+
+
+@pytest.mark.slow
+def test_ns_train_int_nerf_help() -> None:
+    result = subprocess.run(
+        [str(BIN / "ns-train"), "int-nerf", "--help"], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for flag in ("--pipeline.int-enabled", "--pipeline.int-random-subset", "--pipeline.int-max-skips"):
+        assert flag in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_int_nerf_benchmark_quick(shared_data: Path) -> None:
+    import importlib.util
+    import json
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "int_nerf.py"
+    spec = importlib.util.spec_from_file_location("int_nerf_benchmark", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    mic = shared_data / "blender" / "mic"
+    payload = bench.main(["--quick", "--data", str(mic), "--steps", "20", "--arms", "vanilla", "int", "random"])
+    assert payload["summary_line"].startswith("SUMMARY int_nerf")
+    runs = {arm: payload["runs"][arm][0] for arm in ("vanilla", "int", "random")}
+    schedule = IntSchedule(total_steps=20, max_interval=10)
+    k_total = sum(num_selected(256, schedule.ratio(t)) for t in range(20))
+    assert runs["vanilla"]["rays"][-1] == 256 * 20 and runs["vanilla"]["scored"][-1] == 0
+    assert runs["int"]["rays"][-1] == k_total == runs["random"]["rays"][-1]
+    assert runs["int"]["scored"][-1] == 256 * len(schedule.selection_steps()) and runs["random"]["scored"][-1] == 0
+    assert all(math.isfinite(p) for r in runs.values() for p in r["psnr"])
+    saved = json.loads((script.parent / "results" / "int_nerf_quick.json").read_text())
+    assert saved["summary_line"] == payload["summary_line"]

@@ -1,0 +1,256 @@
+"""Tiny end-to-end runs of the shape trainer: each optimizer and switch, run folder, checkpoints, CLI, DDP."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from nerf_inr_methods.shapes import cli, train
+from nerf_inr_methods.shapes.config import DerivativeOptions, IgaOptions, IntOptions, ShapeFitConfig, resolve_config
+
+
+@pytest.fixture(scope="module")
+def torus_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    mesh = trimesh.creation.torus(2.0, 0.8, major_sections=32, minor_sections=16)
+    mesh.apply_translation([5.0, 1.0, -3.0])
+    path = tmp_path_factory.mktemp("mesh") / "torus.off"
+    mesh.export(path)
+    return path
+
+
+def tiny(torus_path: Path, out: Path, **kw) -> ShapeFitConfig:
+    """A run of a few steps of a 2x16 MLP on a few hundred points, evaluated at 16^3."""
+    base = dict(
+        mesh=torus_path,
+        output_dir=out,
+        run_name="run",
+        width=16,
+        depth=2,
+        steps=6,
+        batch_size=512,
+        pool_size=1024,
+        eval_every=3,
+        checkpoint_every=3,
+        eval_iou_resolution=8,
+        iou_resolution=16,
+        mesh_resolution=16,
+        chamfer_samples=500,
+        chunk_size=1000,
+        progress=False,
+        num_threads=1,
+    )
+    base.update(kw)
+    return ShapeFitConfig(**base)
+
+
+def check_run(metrics: dict, run_dir: Path, steps: int = 6) -> None:
+    assert 0.0 <= metrics["iou"] <= 1.0
+    assert math.isfinite(metrics["final_loss"])
+    assert metrics["protocol"] in ("int", "iga", "esgd")
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["iou"] == pytest.approx(metrics["iou"])
+    assert json.loads((run_dir / "config.json").read_text())["steps"] == steps
+    assert (run_dir / "checkpoints" / "final.pt").exists()
+
+
+VARIANTS = {
+    "adam-fresh": dict(),
+    "adam-pool": dict(points="pool"),
+    "esgd": dict(optimizer="esgd", activation="gaussian", points="pool"),
+    "esgd-gradient-ablation": dict(optimizer="esgd", points="pool", esgd=None),
+    "lbfgs": dict(optimizer="lbfgs", points="full"),
+    "int": dict(points="full", int_selection=IntOptions(enabled=True, max_interval=2)),
+    "int-random": dict(points="full", int_selection=IntOptions(enabled=True, random_subset=True)),
+    "int-fresh": dict(int_selection=IntOptions(enabled=True)),
+    "iga-pool": dict(points="pool", iga=IgaOptions(enabled=True, group_size=32, groups_per_step=8, end=3)),
+    "iga-fresh": dict(iga=IgaOptions(enabled=True, group_size=64, end=3)),
+    "iga-identity-full": dict(points="full", iga=IgaOptions(enabled=True, group_size=128, identity=True)),
+    "iga-esgd": dict(optimizer="esgd", points="pool", iga=IgaOptions(enabled=True, group_size=32, groups_per_step=8)),
+    "eikonal": dict(derivative=DerivativeOptions(kind="eikonal", num_points=64)),
+    "normal-ntk-trace": dict(
+        derivative=DerivativeOptions(
+            kind="normal", weight_from="ntk-trace", num_points=64, trace_points=8, trace_every=3
+        )
+    ),
+    "relu-pe": dict(activation="relu", pe_frequencies=4, points="pool"),
+    "protocol-iga": dict(
+        protocol="iga", voxel_resolution=16, iga=IgaOptions(enabled=True, group_size=32, groups_per_step=4)
+    ),
+    "protocol-esgd": dict(protocol="esgd"),
+    "lr-decay": dict(lr_final_factor=0.1, points="pool"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_each_optimizer_and_switch_runs(torus_path: Path, tmp_path: Path, name: str) -> None:
+    kw = dict(VARIANTS[name])
+    if name == "esgd-gradient-ablation":
+        from nerf_inr_methods.shapes.config import EsgdOptions
+
+        kw["esgd"] = EsgdOptions(hvp_source="gradient")
+    cfg = tiny(torus_path, tmp_path, **kw)
+    result = train.train_shape(cfg)
+    check_run(result.metrics, result.run_dir)
+    if name.startswith("int") and name != "int-random":
+        assert result.metrics["points_scored"] > 0
+        assert result.metrics["points_trained"] < 6 * (512 if name == "int-fresh" else 1024)
+    if name == "int-random":
+        assert result.metrics["points_scored"] == 0
+    if name == "protocol-iga":
+        assert result.metrics["task"] == "occupancy" and result.metrics["points_trained"] == 6 * 4 * 32
+
+
+def test_run_folder_checkpoints_mesh_in_input_coordinates(torus_path: Path, tmp_path: Path) -> None:
+    cfg = tiny(torus_path, tmp_path, steps=40, points="pool", lr=1e-3, mesh_resolution=24, iou_resolution=24)
+    result = train.train_shape(cfg)
+    run = result.run_dir
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "final.pt",
+        *[f"step_{s:07d}.pt" for s in range(3, 40, 3)],
+    ]
+    assert not [p for p in run.rglob(".*")]  # no temporary files left
+    curve = result.metrics["eval_curve"]
+    assert [c["step"] for c in curve][:2] == [3, 6] and "iou_8" in curve[0]
+    # Mesh exported in the input's coordinates (torus centred at (5, 1, -3), outer radius 2.8).
+    exported = trimesh.load(result.metrics["mesh_path"], force="mesh")
+    box = trimesh.load(torus_path, force="mesh").bounds
+    assert np.all(exported.bounds[0] > box[0] - 1.0) and np.all(exported.bounds[1] < box[1] + 1.0)
+    # Checkpoint restores the same network.
+    loaded = train.load_checkpoint(run / "checkpoints" / "final.pt")
+    x = torch.rand(50, 3) - 0.5
+    torch.testing.assert_close(loaded.model(x), result.model(x))
+    assert loaded.step == 40 and loaded.inside == "below" and loaded.level == 0.0
+
+
+def test_failed_run_keeps_finished_checkpoints(torus_path: Path, tmp_path: Path, monkeypatch) -> None:
+    cfg = tiny(torus_path, tmp_path, steps=9, points="pool")
+
+    def boom(model, done):
+        if done == 6:  # after the step-6 checkpoint was written
+            raise RuntimeError("simulated crash")
+        return {}
+
+    cfg = replace(cfg, eval_every=0, checkpoint_every=2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train.train_shape(cfg, eval_callback=boom)
+    ckpts = tmp_path / "run" / "checkpoints"
+    names = sorted(p.name for p in ckpts.iterdir())
+    assert names == ["interrupted.pt", "step_0000002.pt", "step_0000004.pt", "step_0000006.pt"]
+    assert train.load_checkpoint(ckpts / "step_0000004.pt").step == 4
+    # A crash while writing a checkpoint leaves the previous one intact and no partial file.
+    real_save = torch.save
+
+    def failing_save(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        train.atomic_torch_save({"x": 1}, ckpts / "step_0000004.pt")
+    monkeypatch.setattr(torch, "save", real_save)
+    assert train.load_checkpoint(ckpts / "step_0000004.pt").step == 4
+    assert not [p for p in ckpts.iterdir() if p.name.startswith(".")]
+
+
+def test_config_errors_name_the_flag(torus_path: Path, tmp_path: Path) -> None:
+    bad = {
+        "--points full": dict(optimizer="lbfgs", points="pool"),
+        "cannot be combined": dict(int_selection=IntOptions(enabled=True), iga=IgaOptions(enabled=True)),
+        "--loss mse": dict(protocol="esgd", iga=IgaOptions(enabled=True)),
+        "--task occupancy": dict(loss="bce"),
+        "--point-set voxels": dict(point_set="voxels", points="fresh"),
+        "sum to 1": dict(uniform_fraction=0.5),
+        "--lr": dict(lr=-1.0),
+        "ntk-trace": dict(derivative=DerivativeOptions(kind="eikonal", weight_from="ntk-trace")),
+        "--num-processes": dict(optimizer="esgd", num_processes=2),
+        "--steps": dict(steps=0),
+        "random-subset": dict(int_selection=IntOptions(random_subset=True)),
+    }
+    for match, kw in bad.items():
+        with pytest.raises(ValueError, match=match):
+            resolve_config(tiny(torus_path, tmp_path, **kw))
+
+
+def test_protocol_defaults_are_resolved(torus_path: Path, tmp_path: Path) -> None:
+    int_cfg = resolve_config(ShapeFitConfig(mesh=torus_path))
+    assert (int_cfg.task, int_cfg.loss, int_cfg.activation, int_cfg.optimizer, int_cfg.lr) == (
+        "sdf",
+        "mse",
+        "siren",
+        "adam",
+        1e-4,
+    )
+    assert (int_cfg.noise, int_cfg.coarse_scale, int_cfg.fine_scale, int_cfg.batch_size) == (
+        "laplace",
+        0.1,
+        1e-3,
+        50_000,
+    )
+    esgd = resolve_config(ShapeFitConfig(mesh=torus_path, protocol="esgd"))
+    assert (esgd.task, esgd.loss, esgd.activation, esgd.optimizer, esgd.lr, esgd.noise) == (
+        "occupancy",
+        "bce",
+        "gaussian",
+        "esgd",
+        0.15,
+        "gaussian",
+    )
+    iga = resolve_config(ShapeFitConfig(mesh=torus_path, protocol="iga", activation="relu"))
+    assert (iga.point_set, iga.iga.end, iga.batch_size) == ("voxels", 7, 512 * 256)
+
+
+def test_cli_fit_extract_and_bad_input(torus_path: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    args = ["inr-shape", "fit", "--mesh", str(torus_path), "--output-dir", str(tmp_path), "--run-name", "cli"]
+    args += ["--width", "16", "--depth", "2", "--steps", "3", "--batch-size", "256", "--iou-resolution", "12"]
+    args += ["--mesh-resolution", "12", "--chamfer-samples", "200", "--eval-every", "0", "--no-progress"]
+    args += ["--int-selection.enabled", "--mesh-format", "obj"]
+    monkeypatch.setattr(sys, "argv", args)
+    cli.entrypoint()
+    out = capsys.readouterr().out
+    assert '"protocol": "int"' in out and (tmp_path / "cli" / "mesh.obj").exists()
+    ckpt = tmp_path / "cli" / "checkpoints" / "final.pt"
+    monkeypatch.setattr(sys, "argv", ["inr-shape", "extract", "--checkpoint", str(ckpt), "--resolution", "10"])
+    cli.entrypoint()
+    assert (tmp_path / "cli" / "mesh_10.ply").exists()
+    for bad_args, message in (
+        (["fit", "--mesh", str(tmp_path / "missing.obj"), "--output-dir", str(tmp_path)], "mesh file not found"),
+        (
+            ["fit", "--mesh", str(tmp_path / "cli" / "config.json"), "--output-dir", str(tmp_path)],
+            "unknown mesh format",
+        ),
+        (["extract", "--checkpoint", str(tmp_path / "cli" / "config.json")], "not an inr-shape checkpoint"),
+        (["extract", "--checkpoint", str(tmp_path / "nope.pt")], "checkpoint not found"),
+    ):
+        monkeypatch.setattr(sys, "argv", ["inr-shape", *bad_args])
+        with pytest.raises(SystemExit) as exc:
+            cli.entrypoint()
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
+    empty = tmp_path / "empty.obj"
+    empty.write_text("# nothing\n")
+    monkeypatch.setattr(sys, "argv", ["inr-shape", "fit", "--mesh", str(empty), "--output-dir", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        cli.entrypoint()
+    assert "empty" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(torus_path: Path, tmp_path: Path) -> None:
+    cfg = tiny(torus_path, tmp_path, num_processes=2, points="pool", steps=4, lr=1e-3)
+    metrics = train.run_fit(cfg)
+    assert metrics["world_size"] == 2
+    run = Path(metrics["run_dir"])
+    check_run(metrics, run, steps=4)
+    # Gradients were averaged: the result differs from a single process trained on rank 0's points only.
+    single = train.train_shape(replace(cfg, num_processes=1, run_name="single"))
+    loaded = train.load_checkpoint(run / "checkpoints" / "final.pt")
+    x = torch.rand(20, 3) - 0.5
+    assert not torch.allclose(loaded.model(x), single.model(x))
