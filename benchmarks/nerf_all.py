@@ -11,8 +11,9 @@ Arms (every one is a registered method or inr-nerf's switches; CPU preset: 256 r
 - ``int``: int-nerf (INT ray selection, step ratio 0.2 -> 0.92, incremental interval up to 10);
 - ``iga``: iga-nerf (IGA on the fine field, end 6 = 2.5 % of 256 rays, the paper's 25 of 1024);
 - ``gauss``: gauss-nerf (Gaussian field sigma 0.1, no PE, single field on 32 stratified samples, ESGD);
+- ``int+iga``: vanilla NeRF with INT and IGA (both switches of inr-nerf);
 - ``all``: gauss-nerf + INT + IGA (every switch on; ESGD's curvature on the true MSE);
-- optional: ``int+iga`` (ReLU-PE), ``gauss+int``, ``gauss+iga``, ``gauss-adam`` (gauss-nerf's control).
+- optional (``--arms``): ``gauss+int``, ``gauss+iga``, ``gauss-adam`` (gauss-nerf's Adam control).
 
 Learning rates are the winners of the per-method benchmarks' tuning on the val split (not re-tuned here):
 RAdam 1e-3 for the ReLU-PE arms (``iga_nerf.py``: best for vanilla and IGA on {2.5e-4, 5e-4, 1e-3}), ESGD 0.333
@@ -25,7 +26,7 @@ same views ``inr-compare`` evaluates at the end; the PSNR-vs-time curves and "ti
 come from those evaluations. With ``--jobs 2`` two runs train at once (1 torch thread each), in seed order, so
 paired arms see similar load.
 
-Run from the repository root: ``python benchmarks/nerf_all.py`` (about 35 min on 2 cores) or ``--quick``.
+Run from the repository root: ``python benchmarks/nerf_all.py`` (about 40 min on 2 cores) or ``--quick``.
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ from benchmarks.common import (  # noqa: E402
     environment_info,
     fmt_pm,
     paired_stats,
-    plateau_gain,
     time_to_target,
     verdict,
     write_results,
@@ -75,7 +75,7 @@ ARMS: Dict[str, Tuple[str, Dict[str, Any]]] = {
 }
 """arm -> (registered method, config overrides). Runs keep the registered method name (``ns-eval`` needs it);
 inr-compare labels each group by its method and the settings that differ from the method's other runs."""
-DEFAULT_ARMS = ("vanilla", "int", "iga", "gauss", "all")
+DEFAULT_ARMS = ("vanilla", "int", "iga", "gauss", "int+iga", "all")
 
 
 def arm_config(arm: str, seed: int, args: argparse.Namespace):
@@ -140,6 +140,16 @@ def run_curve(run: Dict[str, Any]) -> Tuple[List[float], List[float], List[float
     return steps, seconds, psnr
 
 
+def late_gain(steps: Sequence[float], values: Sequence[float], fraction: float = 0.2) -> Tuple[float, List[float]]:
+    """Gain of a curve from its last sample at or before ``(1 - fraction)`` of the run to its end, and that window
+    (steps). With sparse evaluations the window is longer than ``fraction``: never shorter, so "at a plateau" (gain
+    < 0.1 dB) is never claimed on a window that holds only the final point."""
+    start = (1.0 - fraction) * steps[-1]
+    earlier = [i for i, s in enumerate(steps) if s <= start]
+    i = earlier[-1] if earlier else 0
+    return float(values[-1] - values[i]), [float(steps[i]), float(steps[-1])]
+
+
 def analyse(
     report: Dict[str, Any], trained: List[Dict[str, Any]], arms: Sequence[str], seeds: Sequence[int]
 ) -> Dict[str, Any]:
@@ -154,7 +164,7 @@ def analyse(
         row: Dict[str, Any] = {"target_psnr": target, "vanilla_plateau_gain_db": None}
         base_steps, _, _ = run_curve(base)
         if len(base_steps) >= 2:
-            row["vanilla_plateau_gain_db"] = plateau_gain(base_steps, base_psnr_curve)
+            row["vanilla_plateau_gain_db"], row["vanilla_plateau_window_steps"] = late_gain(base_steps, base_psnr_curve)
         base_to_target = time_to_target(base_seconds_curve, base_psnr_curve, target)
         for arm in arms:
             run = by_key[(arm, seed)]
@@ -187,7 +197,7 @@ def analyse(
 
 
 def combination_notes(stats: Dict[str, Any], per_seed: Dict[int, Dict[str, Any]], seeds: Sequence[int]) -> List[str]:
-    """Does stacking help or interfere? Each combination against the best of its parts (paired over seeds)."""
+    """Does stacking help or interfere? Each combination against each of its parts (final PSNR, paired over seeds)."""
     parts = {
         "all": ("int", "iga", "gauss"),
         "int+iga": ("int", "iga"),
@@ -198,12 +208,14 @@ def combination_notes(stats: Dict[str, Any], per_seed: Dict[int, Dict[str, Any]]
     for combo, singles in parts.items():
         if combo not in stats or not all(s in stats for s in singles):
             continue
-        best = max(singles, key=lambda a: stats[a]["final_psnr_minus_vanilla"]["mean"])
-        diff = paired_stats(
-            [per_seed[s][best]["final_psnr"] for s in seeds], [per_seed[s][combo]["final_psnr"] for s in seeds]
-        )
-        word = verdict(diff["mean"], diff["std"], True, what=combo)
-        notes.append(f"{combo} - best part ({best}): {fmt_pm(diff['mean'], diff['std'])} dB ({word})")
+        parts_text = []
+        for part in singles:
+            diff = paired_stats(
+                [per_seed[s][part]["final_psnr"] for s in seeds], [per_seed[s][combo]["final_psnr"] for s in seeds]
+            )
+            word = verdict(diff["mean"], diff["std"], True, what=combo)
+            parts_text.append(f"- {part} {fmt_pm(diff['mean'], diff['std'])} dB ({word})")
+        notes.append(f"{combo} " + ", ".join(parts_text))
     return notes
 
 
@@ -217,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--arms", nargs="+", choices=sorted(ARMS), default=list(DEFAULT_ARMS), help="arms (vanilla required)"
     )
     p.add_argument("--steps", type=int, default=None, help="training steps per run (default 1000; quick 12)")
-    p.add_argument("--eval-every", type=int, default=None, help="logged evaluation period (default 200; quick 6)")
+    p.add_argument("--eval-every", type=int, default=None, help="logged evaluation period (default 250; quick 6)")
     p.add_argument("--view-every", type=int, default=None, help="evaluate every n-th test view (default 20; quick 200)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="paired seeds (default 0 1 2; quick 0)")
     p.add_argument("--jobs", type=int, default=2, help="runs trained at once (separate processes)")
@@ -226,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-dir", type=Path, default=None, help="run folders and comparison (default outputs/nerf_all)"
     )
     p.add_argument("--out", type=str, default=None, help="results file stem (default nerf_all[_quick])")
+    p.add_argument(
+        "--reuse-runs", action="store_true", help="keep finished runs in --output-dir (same settings) and only compare"
+    )
     return p
 
 
@@ -233,7 +248,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     args = build_parser().parse_args(argv)
     q = args.quick
     args.steps = args.steps or (12 if q else 1000)
-    args.eval_every = args.eval_every or (6 if q else 200)
+    args.eval_every = args.eval_every or (6 if q else 250)
     args.view_every = args.view_every or (200 if q else 20)
     args.seeds = args.seeds if args.seeds is not None else ([0] if q else [0, 1, 2])
     args.out = args.out or ("nerf_all_quick" if q else "nerf_all")
@@ -243,7 +258,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
         raise ValueError(f"--arms must include vanilla (the baseline), got {args.arms}")
     if not (args.data / "transforms_test.json").is_file():
         raise FileNotFoundError(f"--data {args.data}: expected a Blender scene with transforms_test.json (e.g. mic)")
-    if (args.output_dir / "runs").exists():
+    if (args.output_dir / "runs").exists() and not args.reuse_runs:
         shutil.rmtree(args.output_dir / "runs")  # a comparison of this run's runs only
     start = time.perf_counter()
     print(
@@ -253,7 +268,19 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
         flush=True,
     )
     tasks = [{"arm": arm, "seed": seed, "args": args} for seed in args.seeds for arm in args.arms]
-    trained = train_all(tasks, args.jobs)
+    trained, todo = [], []
+    for task in tasks:
+        config = arm_config(task["arm"], task["seed"], args)
+        done = config.get_base_dir() / "config.yml"
+        if args.reuse_runs and done.is_file() and any((done.parent / "nerfstudio_models").glob("*.ckpt")):
+            trained.append({"arm": task["arm"], "seed": task["seed"], "config": str(done), "reused": True})
+        else:
+            todo.append(task)
+    if trained:
+        print(f"reusing {len(trained)} finished run(s) (--reuse-runs): their logged timings stand", flush=True)
+    trained += train_all(todo, args.jobs) if todo else []
+    order = {(t["arm"], t["seed"]): i for i, t in enumerate(tasks)}
+    trained.sort(key=lambda t: order[(t["arm"], t["seed"])])
     train_wall = time.perf_counter() - start
 
     from nerf_inr_methods.nerfstudio_plugin.compare import Compare, group_labels, load_run_config
@@ -285,6 +312,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
         )
     combos = combination_notes(stats, per_seed, args.seeds)
     gains = [per_seed[s]["vanilla_plateau_gain_db"] for s in args.seeds]
+    window = per_seed[args.seeds[0]].get("vanilla_plateau_window_steps") or [math.nan, math.nan]
     plateau = all(g is not None and g < 0.1 for g in gains)
     finals = [per_seed[s]["vanilla"]["final_psnr"] for s in args.seeds]
     print("")
@@ -294,7 +322,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
         f"SUMMARY nerf_all ({args.data.name} 100 px, CPU preset, T={args.steps}, {len(args.seeds)} paired seed(s)): "
         f"vanilla {fmt_pm(*_mean_std(finals))} dB ({'at' if plateau else 'NOT at'} a plateau: "
         + ", ".join("n/a" if g is None else f"{g:+.2f}" for g in gains)
-        + " dB over its last 20%); "
+        + f" dB from step {window[0]:.0f} to {window[1]:.0f}); "
         + "; ".join(lines + combos)
         + "; shared machine."
     )
@@ -308,6 +336,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
         "combinations": combos,
         "comparison": report,
         "train_wall_seconds": train_wall,
+        "reused_runs": sum(1 for t in trained if t.get("reused")),
         "benchmark_wall_seconds": time.perf_counter() - start,
         "summary_line": summary_line,
     }

@@ -117,6 +117,7 @@ def test_groups_ignore_seeds_and_paths_but_not_method_settings() -> None:
     base = copy.deepcopy(inr_nerf.config)
     other_seed = copy.deepcopy(base)
     other_seed.machine.seed, other_seed.timestamp, other_seed.output_dir = 7, "b", Path("elsewhere")
+    other_seed.optimizer_presets["esgd"]["optimizer"].rademacher_seed = 7  # any *_seed option is a seed
     wider = copy.deepcopy(base)
     wider.pipeline.model.base_mlp_layer_width = 64
     labels = cmp.group_labels([base, other_seed, wider])

@@ -219,3 +219,31 @@ def test_int_nerf_benchmark_quick(shared_data: Path) -> None:
     assert all(math.isfinite(p) for r in runs.values() for p in r["psnr"])
     saved = json.loads((script.parent / "results" / "int_nerf_quick.json").read_text())
     assert saved["summary_line"] == payload["summary_line"]
+
+
+def test_training_evaluations_use_every_nth_eval_image(tiny_scene: Path, tmp_path: Path) -> None:
+    """--pipeline.training-eval-image-stride: training-time all-image evaluations on a fixed subset; ns-eval (no
+    step) on every image; the datamanager's own loader is left as it was."""
+    pipeline = make_pipeline(tiny_scene, tmp_path, int_enabled=False)
+    n_images = len(pipeline.datamanager.eval_dataset)
+    assert n_images == 2  # the tiny scene's val split
+    seen: List[int] = []
+    original = pipeline.model.get_image_metrics_and_images
+
+    def spy(outputs: Dict[str, Any], batch: Dict[str, torch.Tensor]):
+        seen.append(1)
+        return original(outputs, batch)
+
+    pipeline.model.get_image_metrics_and_images = spy
+    full_loader = pipeline.datamanager.fixed_indices_eval_dataloader
+    pipeline.config.training_eval_image_stride = 2
+    metrics = pipeline.get_average_eval_image_metrics(step=5)
+    assert len(seen) == 1 and math.isfinite(metrics["psnr"])
+    assert pipeline.datamanager.fixed_indices_eval_dataloader is full_loader
+    seen.clear()
+    pipeline.get_average_eval_image_metrics()
+    assert len(seen) == n_images
+    from nerf_inr_methods.nerfstudio_plugin.int_pipeline import InrPipelineConfig
+
+    with pytest.raises(ValueError, match="training-eval-image-stride"):
+        InrPipelineConfig(training_eval_image_stride=0)

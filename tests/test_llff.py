@@ -477,3 +477,29 @@ def test_fern_in_nerfstudio_datamanager() -> None:
     assert datamanager.train_dataset.metadata["near_plane"] == pytest.approx(1.2)
     _, eval_batch = datamanager.next_eval_image(0)
     assert eval_batch["image"].shape == (378, 504, 3)
+
+
+def test_models_keep_the_data_near_plane_outside_training() -> None:
+    """nerfstudio's collider samples from 0 in eval mode; with llff-data's bounds ours keep the near plane (the space
+    in front of forward-facing cameras is never trained, and sampling it blurs every rendering)."""
+    from nerfstudio.cameras.rays import RayBundle
+    from nerfstudio.data.scene_box import SceneBox
+
+    from nerf_inr_methods.nerfstudio_plugin.inr_nerf import InrNeRFModelConfig
+
+    model = InrNeRFModelConfig(base_mlp_num_layers=2, base_mlp_layer_width=8, head_mlp_layer_width=8).setup(
+        scene_box=SceneBox(aabb=torch.tensor([[-4.0] * 3, [4.0] * 3])),
+        num_train_data=2,
+        metadata={"near_plane": 1.2, "far_plane": 7.9},
+    )
+    bundle = RayBundle(
+        origins=torch.zeros(3, 3),
+        directions=torch.tensor([[0.0, 0.0, -1.0]] * 3),
+        pixel_area=torch.ones(3, 1),
+        camera_indices=torch.zeros(3, 1, dtype=torch.long),
+    )
+    for mode in (model.train, model.eval):
+        mode()
+        collided = model.collider(bundle)
+        assert torch.allclose(collided.nears, torch.full((3, 1), 1.2)), mode
+        assert torch.allclose(collided.fars, torch.full((3, 1), 7.9)), mode

@@ -183,7 +183,14 @@ def flatten_config(obj: Any, prefix: str = "") -> Dict[str, str]:
 
 
 def _ignored(key: str, extra: Sequence[str]) -> bool:
-    return key in IGNORED_KEYS or key.startswith(IGNORED_PREFIXES) or any(key == e or key.startswith(e) for e in extra)
+    leaf = key.rsplit(".", 1)[-1]
+    is_seed = leaf == "seed" or leaf.endswith("_seed")  # e.g. ESGD's rademacher_seed: a seed, not a setting
+    return (
+        is_seed
+        or key in IGNORED_KEYS
+        or key.startswith(IGNORED_PREFIXES)
+        or any(key == e or key.startswith(e) for e in extra)
+    )
 
 
 def _short_key(key: str) -> str:

@@ -86,7 +86,9 @@ class InrNeRFModel(NeRFModel):
         metadata = self.kwargs.get("metadata") or {}
         if self.config.use_dataparser_near_far and {"near_plane", "far_plane"} <= set(metadata):
             near, far = float(metadata["near_plane"]), float(metadata["far_plane"])
-            self.collider = NearFarCollider(near_plane=near, far_plane=far)
+            # reset_near_plane=False: nerfstudio's collider samples from 0 outside training (for the viewer); with
+            # the data's own bounds (forward-facing LLFF) the space before the near plane was never trained.
+            self.collider = NearFarCollider(near_plane=near, far_plane=far, reset_near_plane=False)
             self.config.collider_params = {"near_plane": near, "far_plane": far}  # depth colormaps use them
         if not self.config.hierarchical_sampling:
             # Single-field mode: the only field is field_fine (IGA adjusts it, export uses it).
