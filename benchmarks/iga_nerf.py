@@ -62,7 +62,7 @@ from benchmarks.common import (
 from benchmarks.nerf_common import MIC, MIC_100PX, train_arm
 from nerf_inr_methods.nerfstudio_plugin.iga_nerf import fine_field_entk
 from nerf_inr_methods.nerfstudio_plugin.inr_nerf import fine_representatives
-from nerf_inr_methods.nerfstudio_plugin.runs import prepare_config
+from nerf_inr_methods.nerfstudio_plugin.runs import own_event_writers, prepare_config
 
 ARMS = ("vanilla", "iga", "identity")
 TARGET_DB = 0.3
@@ -302,7 +302,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     runs: Dict[str, List[Dict[str, Any]]] = {arm: [] for arm in ARMS}
     probes: List[Dict[str, Any]] = []
     for seed in range(args.seeds):
-        with tempfile.TemporaryDirectory(prefix="iga_nerf_probe_") as tmp:
+        with tempfile.TemporaryDirectory(prefix="iga_nerf_probe_") as tmp, own_event_writers():
             probe = make_probe(arm_config("vanilla", seed, best["vanilla"], args.steps, Path(tmp), args), args)
         probes.append(probe)
         arms = ARMS if seed < args.identity_seeds else ("vanilla", "iga")

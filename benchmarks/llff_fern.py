@@ -32,9 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=FERN, help="LLFF scene folder (poses_bounds.npy, images_8/)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default 2000; quick 10)")
     p.add_argument("--scale", type=float, default=0.5, help="image scale on top of images_8")
+    p.add_argument("--scene-scale", type=float, default=1.0, help="llff-data --scale-factor (positions, near/far)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads")
-    p.add_argument("--output-dir", type=Path, default=None, help="run folder (default outputs/llff_fern)")
+    p.add_argument("--output-dir", type=Path, default=None, help="run folder (default outputs/<out>)")
+    p.add_argument("--out", type=str, default=None, help="results file stem (default llff_fern[_quick])")
     return p
 
 
@@ -49,7 +51,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
 
     args = build_parser().parse_args(argv)
     args.steps = args.steps or (10 if args.quick else 2000)
-    name = "llff_fern_quick" if args.quick else "llff_fern"
+    name = args.out or ("llff_fern_quick" if args.quick else "llff_fern")
     root = Path(__file__).resolve().parents[1]
     output_dir = (args.output_dir or root / "outputs" / name).resolve()
     if not (args.data / "poses_bounds.npy").is_file():
@@ -63,7 +65,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
         seed=args.seed,
         timestamp=f"seed{args.seed}",
         overrides={
-            "pipeline.datamanager.dataparser": LLFFDataParserConfig(data=args.data),
+            "pipeline.datamanager.dataparser": LLFFDataParserConfig(data=args.data, scale_factor=args.scene_scale),
             "pipeline.datamanager.camera_res_scale_factor": args.scale,
             "pipeline.model.background_color": "last_sample",
         },
@@ -79,7 +81,8 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     psnr = evaluation.metrics["psnr"]
     per_view = ", ".join(f"{v['psnr']:.2f}" for v in evaluation.per_view)
     summary_line = (
-        f"SUMMARY llff_fern (inr-nerf = vanilla NeRF, CPU preset, fern images_8 x {args.scale:g}, T={args.steps}, "
+        f"SUMMARY llff_fern (inr-nerf = vanilla NeRF, CPU preset, fern images_8 x {args.scale:g}, scene scale "
+        f"{args.scene_scale:g}, T={args.steps}, "
         f"seed {args.seed}): held-out views {indices}: PSNR {psnr:.2f} dB "
         f"(per view {per_view}), SSIM "
         f"{evaluation.metrics.get('ssim', float('nan')):.3f}; training {train_wall:.0f} s wall; "

@@ -83,6 +83,20 @@ def train_arm(
     it reports one, e.g. INT, else the datamanager's batch size), ``psnr`` (mean over the fixed views); plus the
     per-step ``step_seconds`` list. Seeds as ``ns-train`` does (``config.machine.seed``).
     """
+    from nerf_inr_methods.nerfstudio_plugin.runs import own_event_writers
+
+    with own_event_writers():  # nerfstudio's writers are process-wide: close this run's when it ends
+        return _train_arm(config, eval_every=eval_every, split=split, view_every=view_every, progress=progress)
+
+
+def _train_arm(
+    config: TrainerConfig,
+    *,
+    eval_every: int,
+    split: str,
+    view_every: int,
+    progress: Callable[[str], None] | None,
+) -> Dict[str, list]:
     from nerfstudio.scripts.train import _set_random_seed
 
     _set_random_seed(config.machine.seed)

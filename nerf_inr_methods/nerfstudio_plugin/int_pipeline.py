@@ -292,13 +292,15 @@ class InrPipeline(VanillaPipeline):
         return CandidatePool(ray_bundle, batch, scores, pixel_ids, forced, trained, step)
 
     def _retire_pool(self) -> None:
-        """Count one more skip for every candidate of the current pool that was never trained in it."""
+        """Count one more skip for every candidate of the current pool that was never trained in it (a pixel drawn
+        twice into the pool counts as trained if either copy was)."""
         pool = self._pool
         if pool is None or self._skips is None:
             return
         untrained = pool.pixel_ids[~pool.trained]
         counts = self._skips[untrained].to(torch.int32) + 1
         self._skips[untrained] = counts.clamp_(max=MAX_SKIP_COUNT).to(torch.uint8)
+        self._skips[pool.pixel_ids[pool.trained]] = 0
         self._pool = None
 
     def _pixel_ids(self, indices: Tensor) -> Tensor:

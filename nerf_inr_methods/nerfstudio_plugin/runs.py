@@ -6,9 +6,10 @@ lazily (importing them at module level from a plugin module is circular).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Iterator
 
 from nerfstudio.engine.trainer import TrainerConfig
 
@@ -78,8 +79,29 @@ def train(config: TrainerConfig) -> Path:
     """Run nerfstudio's training entry point in this process; returns the run's ``config.yml``."""
     from nerfstudio.scripts.train import main
 
-    main(config)
+    with own_event_writers():
+        main(config)
     return config.get_base_dir() / "config.yml"
+
+
+@contextlib.contextmanager
+def own_event_writers() -> Iterator[None]:
+    """Close and forget the event writers nerfstudio registers during the block.
+
+    nerfstudio keeps its writers in a process-wide list: without this, every later run in the same process would
+    also log into the earlier runs' (possibly deleted) tensorboard folders.
+    """
+    from nerfstudio.utils import writer
+
+    n_before = len(writer.EVENT_WRITERS)
+    try:
+        yield
+    finally:
+        for event_writer in writer.EVENT_WRITERS[n_before:]:
+            tb_writer = getattr(event_writer, "tb_writer", None)
+            if tb_writer is not None:
+                tb_writer.close()
+        del writer.EVENT_WRITERS[n_before:]
 
 
 def evaluate(config_path: Path, *, output_path: Path | None = None) -> Dict[str, float]:
