@@ -12,47 +12,20 @@ from typing import Any, Dict, List
 
 import pytest
 import torch
+from nerf_helpers import GAUSSIAN_SINGLE_FIELD, rays_toward_origin, small_model
 
 N_RAYS = 16
 
 
 def make_model(**config: Any):
     """A small InrNeRFModel in training mode; Gaussian single field unless overridden."""
-    from nerfstudio.data.scene_box import SceneBox
-
-    from nerf_inr_methods.nerfstudio_plugin.inr_nerf import InrNeRFModelConfig
-
-    options: Dict[str, Any] = dict(
-        field_type="gaussian",
-        hierarchical_sampling=False,
-        num_coarse_samples=12,
-        num_importance_samples=8,
-        base_mlp_num_layers=4,
-        base_mlp_layer_width=16,
-        head_mlp_num_layers=1,
-        head_mlp_layer_width=8,
-    )
-    options.update(config)
-    torch.manual_seed(0)
-    model = InrNeRFModelConfig(**options).setup(
-        scene_box=SceneBox(aabb=torch.tensor([[-1.5] * 3, [1.5] * 3])), num_train_data=4, metadata={}
-    )
-    return model.train()
+    return small_model(**{**GAUSSIAN_SINGLE_FIELD, "num_coarse_samples": 12, "base_mlp_layer_width": 16,
+                          "head_mlp_layer_width": 8, **config})  # fmt: skip
 
 
 def make_batch(n: int = N_RAYS, seed: int = 3):
     """n rays from around (0, 0, 4) towards the origin and RGB targets."""
-    from nerfstudio.cameras.rays import RayBundle
-
-    g = torch.Generator().manual_seed(seed)
-    origins = torch.tensor([0.0, 0.0, 4.0]) + 0.3 * torch.randn(n, 3, generator=g)
-    directions = torch.nn.functional.normalize(-origins + 0.4 * torch.randn(n, 3, generator=g), dim=-1)
-    bundle = RayBundle(
-        origins=origins,
-        directions=directions,
-        pixel_area=torch.full((n, 1), 1e-4),
-        camera_indices=torch.zeros(n, 1, dtype=torch.long),
-    )
+    bundle, g = rays_toward_origin(n, seed)
     return bundle, {"image": torch.rand(n, 3, generator=g)}
 
 

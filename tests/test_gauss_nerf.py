@@ -7,26 +7,16 @@ from typing import Any, Dict, Tuple
 
 import pytest
 import torch
+from nerf_helpers import GAUSSIAN_SINGLE_FIELD, rays_toward_origin, small_model
 from torch import nn
 
 N_RAYS = 12
 
 
 def ray_bundle(n: int = N_RAYS, seed: int = 1):
-    """n rays from around (0, 0, 4) towards the origin."""
-    from nerfstudio.cameras.rays import RayBundle
-
-    g = torch.Generator().manual_seed(seed)
-    origins = torch.tensor([0.0, 0.0, 4.0]) + 0.3 * torch.randn(n, 3, generator=g)
-    directions = nn.functional.normalize(-origins + 0.4 * torch.randn(n, 3, generator=g), dim=-1)
-    return RayBundle(
-        origins=origins,
-        directions=directions,
-        pixel_area=torch.full((n, 1), 1e-4),
-        camera_indices=torch.zeros(n, 1, dtype=torch.long),
-        nears=torch.full((n, 1), 2.0),
-        fars=torch.full((n, 1), 6.0),
-    )
+    """n rays from around (0, 0, 4) towards the origin, sampled between 2 and 6."""
+    bundle, _ = rays_toward_origin(n, seed, nears=torch.full((n, 1), 2.0), fars=torch.full((n, 1), 6.0))
+    return bundle
 
 
 def ray_samples(n_rays: int = N_RAYS, n_samples: int = 5):
@@ -46,26 +36,8 @@ def small_field(**options: Any):
 
 def make_model(**config: Any):
     """A small InrNeRFModel in training mode (Gaussian single field unless overridden)."""
-    from nerfstudio.data.scene_box import SceneBox
-
-    from nerf_inr_methods.nerfstudio_plugin.inr_nerf import InrNeRFModelConfig
-
-    options: Dict[str, Any] = dict(
-        field_type="gaussian",
-        hierarchical_sampling=False,
-        num_coarse_samples=16,
-        num_importance_samples=8,
-        base_mlp_num_layers=6,
-        base_mlp_layer_width=16,
-        head_mlp_num_layers=1,
-        head_mlp_layer_width=8,
-    )
-    options.update(config)
-    torch.manual_seed(0)
-    model = InrNeRFModelConfig(**options).setup(
-        scene_box=SceneBox(aabb=torch.tensor([[-1.5] * 3, [1.5] * 3])), num_train_data=4, metadata={}
-    )
-    return model.train()
+    return small_model(**{**GAUSSIAN_SINGLE_FIELD, "num_coarse_samples": 16, "base_mlp_num_layers": 6,
+                          "base_mlp_layer_width": 16, "head_mlp_layer_width": 8, **config})  # fmt: skip
 
 
 def batch_for(n: int = N_RAYS, seed: int = 2) -> Dict[str, torch.Tensor]:

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 import torch
+from nerf_helpers import rays_toward_origin, small_model
 
 BIN = Path(sys.executable).parent
 N_RAYS = 24
@@ -18,39 +19,12 @@ N_RAYS = 24
 
 def make_model(**config: Any):
     """A small InrNeRFModel (nerfstudio's NeRFField, 4x32 base MLP, 8 + 8 samples) in training mode."""
-    from nerfstudio.data.scene_box import SceneBox
-
-    from nerf_inr_methods.nerfstudio_plugin.inr_nerf import InrNeRFModelConfig
-
-    options = dict(
-        num_coarse_samples=8,
-        num_importance_samples=8,
-        base_mlp_num_layers=4,
-        base_mlp_layer_width=32,
-        head_mlp_num_layers=1,
-        head_mlp_layer_width=16,
-    )
-    options.update(config)
-    torch.manual_seed(0)
-    model = InrNeRFModelConfig(**options).setup(
-        scene_box=SceneBox(aabb=torch.tensor([[-1.5] * 3, [1.5] * 3])), num_train_data=4, metadata={}
-    )
-    return model.train()
+    return small_model(**config)
 
 
 def make_batch(n: int = N_RAYS, seed: int = 1) -> Tuple[Any, Dict[str, torch.Tensor]]:
     """n rays from around (0, 0, 4) towards the origin, and RGBA targets (some transparent pixels)."""
-    from nerfstudio.cameras.rays import RayBundle
-
-    g = torch.Generator().manual_seed(seed)
-    origins = torch.tensor([0.0, 0.0, 4.0]) + 0.3 * torch.randn(n, 3, generator=g)
-    directions = torch.nn.functional.normalize(-origins + 0.4 * torch.randn(n, 3, generator=g), dim=-1)
-    bundle = RayBundle(
-        origins=origins,
-        directions=directions,
-        pixel_area=torch.full((n, 1), 1e-4),
-        camera_indices=torch.zeros(n, 1, dtype=torch.long),
-    )
+    bundle, g = rays_toward_origin(n, seed)
     image = torch.rand(n, 4, generator=g)
     image[: n // 3, 3] = 0.0  # background pixels: blending matters
     return bundle, {"image": image}
