@@ -66,6 +66,7 @@ demo() {
   # shellcheck disable=SC2046
   "$VENV/bin/ns-train" iga-nerf $("$PY" -m nerf_inr_methods.nerfstudio_plugin.presets) \
     --max-num-iterations "${DEMO_STEPS:-1500}" --vis tensorboard --output-dir "$out" --timestamp demo \
+    --experiment-name synthetic-demo \
     --steps-per-eval-image 500 --steps-per-eval-all-images 100000 \
     blender-data --data "$scene"
   local config="$out/synthetic-demo/iga-nerf/demo/config.yml"
