@@ -3,6 +3,7 @@
 #   ./run.sh demo    set up, render the bundled synthetic scene, train iga-nerf on it (CPU preset), evaluate
 #   ./run.sh test    set up, run the test suite
 #   ./run.sh setup   only create/update the virtual environment
+# Demo knobs (environment): DEMO_STEPS (1500), DEMO_SCENE and DEMO_OUT (folders), NIM_SKIP_SETUP=1 (use the venv as is).
 # The venv is .venv/ at the repository root (override with NIM_VENV=/path); it is reused when present.
 set -euo pipefail
 
@@ -60,7 +61,7 @@ setup() {
 }
 
 demo() {
-  local scene="$ROOT/data/synthetic-demo" out="$ROOT/outputs/demo"
+  local scene="${DEMO_SCENE:-$ROOT/data/synthetic-demo}" out="${DEMO_OUT:-$ROOT/outputs/demo}"
   [ -f "$scene/transforms_train.json" ] || "$PY" "$ROOT/data_scripts/make_synthetic_scene.py" --out-dir "$scene"
   say "training iga-nerf on the synthetic scene with the CPU preset (a few minutes on 2 cores)"
   # shellcheck disable=SC2046
@@ -79,7 +80,7 @@ cmd="${1:-}"
 shift || true
 case "$cmd" in
   setup) setup ;;
-  demo) setup; demo "$@" ;;
+  demo) [ "${NIM_SKIP_SETUP:-}" = 1 ] || setup; demo "$@" ;;
   test) setup; cd "$ROOT"; exec "$PY" -m pytest "$@" ;;
   *) echo "usage: ./run.sh {demo|test|setup} [pytest args]" >&2; exit 2 ;;
 esac

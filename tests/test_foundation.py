@@ -151,3 +151,15 @@ def test_inr_nerf_trains_and_evaluates_in_process(tiny_scene: Path, tmp_path: Pa
     config_path = train(config)
     metrics = evaluate(config_path)
     assert set(metrics) >= {"psnr", "fine_psnr", "fine_ssim"} and math.isfinite(metrics["psnr"])
+
+
+@pytest.mark.slow
+def test_readme_demo_command_runs(tmp_path: Path) -> None:
+    """`./run.sh demo` (the README's first command) end to end, with few steps and this venv as is."""
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, NIM_VENV=sys.prefix, NIM_SKIP_SETUP="1", DEMO_STEPS="10")
+    env.update(DEMO_SCENE=str(tmp_path / "scene"), DEMO_OUT=str(tmp_path / "out"))
+    result = subprocess.run(["bash", str(root / "run.sh"), "demo"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "out" / "eval.json").read_text())["results"]
+    assert 0.0 < metrics["psnr"] < 60.0
