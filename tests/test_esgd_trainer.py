@@ -348,3 +348,19 @@ def test_ns_train_help_shows_the_optimizer_switch(tmp_path: Path) -> None:
     text = " ".join(result.stdout.split())
     assert "--optimizer {configured,esgd,adam}" in text
     assert "--optimizer-presets.esgd.optimizer.hvp-source" in text
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_trainer_flushes_denormals_on_cpu(tiny_scene: Path, tmp_path: Path, flush: bool) -> None:
+    from nerf_inr_methods.nerfstudio_plugin.runs import own_event_writers, prepare_config
+
+    config = prepare_config("inr-nerf", tiny_scene, tmp_path, steps=1, overrides={"flush_denormal": flush})
+    config.machine.device_type = "cpu"
+    torch.set_flush_denormal(False)
+    try:
+        with own_event_writers():
+            config.setup(local_rank=0, world_size=1).setup()
+        tiny = torch.tensor([1e-39], dtype=torch.float32)  # a float32 denormal
+        assert (float(tiny * 1.0) == 0.0) == flush
+    finally:
+        torch.set_flush_denormal(False)
