@@ -3,7 +3,7 @@
 - :func:`paired_stats` / :func:`verdict`: paired-seed differences, mean +- std, and the protocol's rule
   "if |mean| < 2 std, the effect is not resolvable at this scale".
 - :func:`time_to_target` / :func:`plateau_gain`: read a training curve (time-to-reach-target, plateau check).
-- :func:`markdown_table`, :func:`fmt_pm`: printing.
+- :func:`mean_std`, :func:`markdown_table`, :func:`fmt_pm`: summaries and printing.
 - :func:`write_results`, :func:`environment_info`: JSON of all raw numbers in ``benchmarks/results/``.
 
 Import as ``from benchmarks.common import ...`` from the repository root (``python -m benchmarks.<name>``);
@@ -104,6 +104,11 @@ def plateau_gain(steps: Sequence[float], values: Sequence[float], last_fraction:
     start = (1.0 - last_fraction) * steps[-1]
     i = next(i for i, s in enumerate(steps) if s >= start)
     return float(values[-1] - values[i])
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample std (ddof=1; nan for a single value) of a non-empty sequence."""
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else math.nan)
 
 
 def fmt_pm(mean: float, std: float, digits: int = 2) -> str:

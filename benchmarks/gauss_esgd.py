@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import tempfile
@@ -55,6 +54,7 @@ from benchmarks.common import (  # noqa: E402
     environment_info,
     fmt_pm,
     markdown_table,
+    mean_std,
     paired_stats,
     plateau_gain,
     time_to_target,
@@ -98,28 +98,20 @@ def arm_config(arm: str, lr: float | None, seed: int, steps: int, output_dir: Pa
 def run_task(task: Dict[str, Any]) -> Dict[str, Any]:
     """Train one arm (in this process or a pool worker) and return its history plus the task description."""
     import torch
-    from nerfstudio.utils import writer
 
     from benchmarks.nerf_common import train_arm
 
     torch.set_num_threads(task["threads"])
     label = f"[{task['phase']} {task['arm']} lr {task['lr']} seed {task['seed']}]"
-    n_writers = len(writer.EVENT_WRITERS)
     with tempfile.TemporaryDirectory(prefix=f"gauss_esgd_{task['arm']}_") as tmp:
         config = arm_config(task["arm"], task["lr"], task["seed"], task["steps"], Path(tmp), Path(task["data"]))
-        try:
-            history = train_arm(
-                config,
-                eval_every=task["eval_every"],
-                split=task["split"],
-                view_every=task["view_every"],
-                progress=lambda msg: print(f"  {label} {msg}", flush=True),
-            )
-        finally:  # nerfstudio's writers are process-global: close this run's before its folder is deleted
-            for event_writer in writer.EVENT_WRITERS[n_writers:]:
-                if hasattr(event_writer, "tb_writer"):
-                    event_writer.tb_writer.close()
-            del writer.EVENT_WRITERS[n_writers:]
+        history = train_arm(  # closes the run's (process-wide) event writers before its folder is deleted
+            config,
+            eval_every=task["eval_every"],
+            split=task["split"],
+            view_every=task["view_every"],
+            progress=lambda msg: print(f"  {label} {msg}", flush=True),
+        )
     history["median_step_seconds"] = statistics.median(history["step_seconds"])
     del history["step_seconds"]
     return {**task, "history": history}
@@ -210,12 +202,8 @@ def _ratio_text(values: Sequence[float | None]) -> str:
     if not got:
         return f"never (0/{len(values)} seeds reached it)"
     if len(got) < len(values):
-        return f"{fmt_pm(*_mean_std(got))}x in the {len(got)}/{len(values)} seeds that reached it"
-    return f"{fmt_pm(*_mean_std(got))}x"
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else math.nan)
+        return f"{fmt_pm(*mean_std(got))}x in the {len(got)}/{len(values)} seeds that reached it"
+    return f"{fmt_pm(*mean_std(got))}x"
 
 
 def image_control_summary() -> str | None:
@@ -351,7 +339,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     if "esgd-g2" in args.arms:
         g2_ratios = [per_seed[s]["esgd-g2"]["step_ratio"] for s in seeds]
         parts.append(f"g^2 ablation reaches it in: iterations {_ratio_text(g2_ratios)}")
-    finals_txt = ", ".join(f"{arm} {fmt_pm(*_mean_std(v))} dB" for arm, v in finals.items() if v)
+    finals_txt = ", ".join(f"{arm} {fmt_pm(*mean_std(v))} dB" for arm, v in finals.items() if v)
     parts.append(f"finals {finals_txt}")
     if "vanilla" in args.arms:
         vs = [s for s in seeds if "vanilla" in per_seed[s]]

@@ -49,6 +49,7 @@ from benchmarks.common import (  # noqa: E402
     command_line,
     environment_info,
     fmt_pm,
+    mean_std,
     paired_stats,
     time_to_target,
     verdict,
@@ -159,10 +160,9 @@ def analyse(
     per_seed: Dict[int, Dict[str, Any]] = {}
     for seed in seeds:
         base = by_key[("vanilla", seed)]
-        _, base_seconds_curve, base_psnr_curve = run_curve(base)
+        base_steps, base_seconds_curve, base_psnr_curve = run_curve(base)
         target = base["metrics"]["psnr"]
         row: Dict[str, Any] = {"target_psnr": target, "vanilla_plateau_gain_db": None}
-        base_steps, _, _ = run_curve(base)
         if len(base_steps) >= 2:
             row["vanilla_plateau_gain_db"], row["vanilla_plateau_window_steps"] = late_gain(base_steps, base_psnr_curve)
         base_to_target = time_to_target(base_seconds_curve, base_psnr_curve, target)
@@ -302,13 +302,13 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
         f = s["final_psnr_minus_vanilla"]
         ratios = [r for r in s["time_ratio_to_target"] if r is not None]
         reach = (
-            f"reaches vanilla's final in {fmt_pm(*_mean_std(ratios))}x its time ({len(ratios)}/{len(args.seeds)} seeds)"
+            f"reaches vanilla's final in {fmt_pm(*mean_std(ratios))}x its time ({len(ratios)}/{len(args.seeds)} seeds)"
             if ratios
             else f"never reaches vanilla's final (0/{len(args.seeds)} seeds)"
         )
         lines.append(
             f"{arm}: final PSNR - vanilla {fmt_pm(f['mean'], f['std'])} dB ({f['verdict']}); step time "
-            f"{fmt_pm(*_mean_std(s['step_time_ratio']))}x vanilla's; {reach}"
+            f"{fmt_pm(*mean_std(s['step_time_ratio']))}x vanilla's; {reach}"
         )
     combos = combination_notes(stats, per_seed, args.seeds)
     gains = [per_seed[s]["vanilla_plateau_gain_db"] for s in args.seeds]
@@ -320,7 +320,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
         print(line)
     summary_line = (
         f"SUMMARY nerf_all ({args.data.name} 100 px, CPU preset, T={args.steps}, {len(args.seeds)} paired seed(s)): "
-        f"vanilla {fmt_pm(*_mean_std(finals))} dB ({'at' if plateau else 'NOT at'} a plateau: "
+        f"vanilla {fmt_pm(*mean_std(finals))} dB ({'at' if plateau else 'NOT at'} a plateau: "
         + ", ".join("n/a" if g is None else f"{g:+.2f}" for g in gains)
         + f" dB from step {window[0]:.0f} to {window[1]:.0f}); "
         + "; ".join(lines + combos)
@@ -347,13 +347,6 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     print(summary_line)
     print(f"(raw numbers: {path}; comparison: {compare_dir}; wall-clock {payload['benchmark_wall_seconds']:.0f} s)")
     return payload
-
-
-def _mean_std(values: Sequence[float]) -> Tuple[float, float]:
-    values = [float(v) for v in values]
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
-    return mean, std
 
 
 if __name__ == "__main__":

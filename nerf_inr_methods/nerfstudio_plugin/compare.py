@@ -36,7 +36,6 @@ import json
 import math
 import os
 import re
-import sys
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
@@ -45,6 +44,7 @@ import numpy as np
 import torch
 import tyro
 
+from nerf_inr_methods.cli import exit_on_bad_input
 from nerf_inr_methods.nerfstudio_plugin.export_mesh import relocate
 from nerf_inr_methods.nerfstudio_plugin.offline import LPIPS_MISSING_NOTE, drop_unavailable_metrics
 
@@ -828,11 +828,7 @@ def entrypoint() -> None:
     """Console script ``inr-compare``."""
     tyro.extras.set_accent_color("bright_yellow")
     command = tyro.cli(Compare, description=__doc__)
-    try:
-        command.main()
-    except (FileNotFoundError, ValueError) as error:
-        print(f"inr-compare: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    exit_on_bad_input("inr-compare", command.main)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence, Tuple
@@ -47,6 +46,7 @@ from nerfstudio.fields.base_field import Field
 from torch import Tensor
 
 from nerf_inr_methods import mesh as meshlib
+from nerf_inr_methods.cli import exit_on_bad_input
 
 
 def field_of(model: torch.nn.Module, field_name: str | None = None) -> Field:
@@ -387,11 +387,7 @@ def entrypoint() -> None:
     """Console script ``inr-mesh``."""
     tyro.extras.set_accent_color("bright_yellow")
     command = tyro.cli(ExportMesh, description=__doc__)
-    try:
-        command.main()
-    except (FileNotFoundError, ValueError) as error:
-        print(f"inr-mesh: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    exit_on_bad_input("inr-mesh", command.main)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Examples::
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,6 +19,7 @@ from typing import Literal
 import tyro
 
 from nerf_inr_methods import mesh as meshlib
+from nerf_inr_methods.cli import exit_on_bad_input
 
 from .config import ShapeFitConfig
 from .metrics import voxel_center_bounds
@@ -81,14 +81,7 @@ def extract_main(cfg: ExtractConfig) -> Path:
 def entrypoint() -> None:
     """Console script ``inr-shape`` (subcommands ``fit`` and ``extract``)."""
     cfg = tyro.extras.subcommand_cli_from_dict({"fit": ShapeFitConfig, "extract": ExtractConfig}, description=__doc__)
-    try:
-        if isinstance(cfg, ExtractConfig):
-            extract_main(cfg)
-        else:
-            fit_main(cfg)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"inr-shape: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    exit_on_bad_input("inr-shape", lambda: extract_main(cfg) if isinstance(cfg, ExtractConfig) else fit_main(cfg))
 
 
 if __name__ == "__main__":
