@@ -4,19 +4,30 @@ Protocol (../shared/docs/benchmarks.md; shape protocol from ../shared/docs/metho
 
 - Data: ``../shared/data/meshes/`` (Stanford bunny, dragon), normalised into [-0.5, 0.5]^3 (longest side 0.9).
   Shape protocol "int" (the trainer's default): SDF regression (MSE), points = surface samples + Laplacian
-  noise (scales 0.1 / 0.001, 45% each) + 10% uniform. CPU deviation, named in the output: a fixed pool of
-  ``--pool`` points trained full-batch every step (``--points full``) instead of a fresh 50k batch per step,
-  so that INT's interval schedule can reuse its selection (a fresh batch forces a scoring pass every step).
+  noise (scales 0.1 / 0.001, 45% each) + 10% uniform. CPU deviation, named in the output: random batches of
+  ``--batch`` (8192) points from a fixed pool of ``--pool`` (262144) points drawn once, instead of a fresh 50k
+  batch per step (on this CPU pysdf's signed distances for a fresh batch cost more than the training step:
+  a 150 s dragon pilot made 462 steps with fresh 16k batches, IoU 0.873, vs 2053 steps from a 262k pool, IoU
+  0.914; a 1M pool gave the same IoU as 262k). Full-batch training on the pool (``--points full``, the
+  previous design, which lets INT reuse its selection over the interval schedule) was worse still: 239 steps,
+  IoU 0.825 on the 65k pool. With random batches the candidate set changes every step, so INT scores every
+  batch (a no-grad forward) and trains on its top ``ratio`` share: the interval schedule has nothing to reuse.
+  SIREN w0 = 60 (``--w0``): the unit box [-0.5, 0.5] halves SIREN's input range [-1, 1], so 60 here is
+  SIREN's 30 (dragon pilot at 150 s: IoU 0.936 with 60 vs 0.921 with 30).
 - Variants (all through ``nerf_inr_methods.shapes.train``): ``adam`` SIREN + Adam (baseline); ``int`` the same +
   INT (step ratio from 0.2, incremental interval, max interval min(90, max(10, steps // 100))); ``esgd``
   Gaussian MLP (sigma 0.09) + ESGD (official defaults apart from lr) under *its own* shape protocol "esgd"
   (occupancy with BCE, 1/3 uniform + 2/3 near-surface with Gaussian noise 0.1 / 0.01, same pool size: a
   pilot gave the Gaussian MLP IoU 0.74 (Adam) / 0.84 (ESGD) on the SDF protocol vs 0.93 on its own);
-  ``iga`` SIREN + Adam + IGA (groups of 256 Morton-contiguous pool points, end 14). ``--controls`` adds
-  the ablations: ``int-random`` (random subset, same schedule), ``iga-identity`` (S = I through the
-  surrogate path), ``esgd-g2`` (g^2 instead of (Hv)^2), ``adam-gaussian`` (the Gaussian MLP with Adam on
-  the esgd protocol: ESGD's paper comparison). Same width/depth for all; the learning rate decays
-  exponentially to 0.1x over each run for every variant.
+  ``iga`` SIREN + Adam + IGA (end 14) on the same random batches as ``adam``, cut in Morton order into groups of 256
+  (``--iga.pool-groups sorted``; ``iga-identity`` then trains exactly like ``adam``, a test checks it). Drawing
+  whole Morton-contiguous groups of the pool instead (the IGA voxel protocol's draw) makes spatially clustered
+  batches that cost accuracy by themselves: in a pilot (bunny, 20 s, seed 0) IGA with contiguous groups reached IoU
+  0.966 vs Adam's 0.983, and its S = I control 0.921 vs Adam's 0.970 in the 5 s tuning runs. The ablations (on by
+  default, ``--no-controls`` skips them): ``int-random`` (random subset, same schedule), ``iga-identity`` (S = I
+  through the surrogate path), ``esgd-g2`` (g^2 instead of (Hv)^2), ``adam-gaussian`` (the Gaussian MLP with Adam on
+  the esgd protocol: ESGD's paper comparison). Same width/depth for all; the learning rate decays exponentially to
+  0.1x over each run for every variant.
 - Learning rates: each variant's lr is tuned on its own 3-value grid (Adam-based: 3e-4, 1e-3, 3e-3; ESGD:
   0.05, 0.15, 0.5) on a validation setting (the bunny, tuning seed 100, not used below; IoU at 64^3 after
   ``--tune-budget`` seconds); the winners are used on both meshes.
@@ -35,15 +46,17 @@ Protocol (../shared/docs/benchmarks.md; shape protocol from ../shared/docs/metho
   "not resolvable at this scale".
 
 Usage (from the repository root):
-    .venv/bin/python benchmarks/shapes.py             # full comparison (~12 CPU-min; wall grows with the load)
+    .venv/bin/python benchmarks/shapes.py             # full comparison with ablations (~30 min on a quiet machine)
     .venv/bin/python benchmarks/shapes.py --quick     # ~2 min smoke version (bunny, 1 seed, no tuning)
-    .venv/bin/python benchmarks/shapes.py --target-run 600 --target-variant iga   # the 0.98-IoU check
+    .venv/bin/python benchmarks/shapes.py --target-run 600 --target-variant adam   # the 0.98-IoU check
+    .venv/bin/python benchmarks/shapes.py --from-json benchmarks/results/shapes.json   # re-make its tables
 Writes benchmarks/results/shapes.json (shapes_quick.json / shapes_target.json).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -66,6 +79,7 @@ from benchmarks.common import (  # noqa: E402
     paired_stats,
     plateau_gain,
     time_to_target,
+    value_at,
     verdict,
     write_results,
 )
@@ -101,7 +115,8 @@ def variant_config(base: ShapeFitConfig, variant: str) -> ShapeFitConfig:
     if variant == "adam-gaussian":
         return replace(base, protocol="esgd", optimizer="adam", activation="gaussian")
     if variant in ("iga", "iga-identity"):
-        iga = IgaOptions(enabled=True, group_size=256, end=14, identity=variant == "iga-identity")
+        # pool mode: the plain random batch cut in Morton order into groups of 256 (pool_groups "sorted")
+        iga = IgaOptions(enabled=True, group_size=256, end=14, pool_groups="sorted", identity=variant == "iga-identity")
         return replace(base, optimizer="adam", activation="siren", iga=iga)
     raise ValueError(f"unknown variant {variant!r}")
 
@@ -154,7 +169,7 @@ def run_one(base: ShapeFitConfig, variant: str, lr: float, steps: int, seed: int
 def calibrate(base: ShapeFitConfig, variant: str, lr: float, budget: float) -> int:
     """Number of steps of a variant that fit in ``budget`` training seconds, from a short timed run.
 
-    Generic variants: mean step time over 30 steps (the first, with allocations, skipped). ESGD variants:
+    Generic variants: median step time over 30 steps (the first, with allocations, skipped). ESGD variants:
     60 steps, so that both kinds of step are timed (50 warm-up curvature steps, then plain ones), and the
     schedule (curvature every ``update_d_every`` steps after the warm-up) is accounted for.
     """
@@ -177,7 +192,7 @@ def calibrate(base: ShapeFitConfig, variant: str, lr: float, budget: float) -> i
     cpu = res.cpu_time
     dt = [b - a for a, b in zip(cpu[:-1], cpu[1:], strict=True)]  # CPU seconds of steps 1..n-1
     if not esgd:
-        return max(12, int(budget / statistics.mean(dt)))
+        return max(12, int(budget / statistics.median(dt)))
     warm, every = cfg.esgd.d_warmup, cfg.esgd.update_d_every
     t_curv, t_plain = statistics.median(dt[: warm - 1]), statistics.median(dt[warm:])
     if budget <= warm * t_curv:
@@ -211,8 +226,12 @@ def summarize(mesh: str, runs: list[dict[str, Any]], variants: list[str]) -> tup
         rs = by[v]
         ious = [r["iou_final"] for r in rs]
         chs = [r["chamfer"] for r in rs if r["chamfer"] is not None]
-        ratios, ttts = [], []
+        ratios, ttts, equal_time = [], [], []
         for b, r in zip(base, rs, strict=True):
+            t_common = min(b["curve_t"][-1], r["curve_t"][-1])  # the calibrated budgets differ by up to ~30%
+            equal_time.append(
+                value_at(r["curve_t"], r["curve_iou"], t_common) - value_at(b["curve_t"], b["curve_iou"], t_common)
+            )
             target = b["curve_iou"][-1]
             t_base = time_to_target(b["curve_t"], b["curve_iou"], target)
             t_var = time_to_target(r["curve_t"], r["curve_iou"], target)
@@ -220,6 +239,7 @@ def summarize(mesh: str, runs: list[dict[str, Any]], variants: list[str]) -> tup
             ratios.append(t_var / t_base if (t_var is not None and t_base) else math.inf)
         d_iou = paired_stats(ious, ious) if v == "adam" else paired_stats([r["iou_final"] for r in base], ious)
         finite = [x for x in ratios if math.isfinite(x)]
+        d_eq = paired_stats([0.0] * len(equal_time), equal_time)
         stats[v] = {
             "iou128": ious,
             "chamfer": chs,
@@ -227,6 +247,8 @@ def summarize(mesh: str, runs: list[dict[str, Any]], variants: list[str]) -> tup
             "time_ratio": ratios,
             "iou_diff_vs_adam": d_iou,
             "verdict_iou": "baseline" if v == "adam" else verdict(d_iou["mean"], d_iou["std"], what=v),
+            "iou64_diff_equal_time": d_eq,
+            "verdict_equal_time": "baseline" if v == "adam" else verdict(d_eq["mean"], d_eq["std"], what=v),
             "reached": f"{len(finite)}/{len(ratios)}",
             "plateau_gain_iou64": [plateau_gain(r["curve_step"], r["curve_iou"]) for r in rs],
         }
@@ -242,6 +264,7 @@ def summarize(mesh: str, runs: list[dict[str, Any]], variants: list[str]) -> tup
                 fmt_pm(statistics.mean(finite), _std(finite), 2) if finite else "never",
                 stats[v]["reached"],
                 "-" if v == "adam" else f"{fmt_pm(d_iou['mean'], d_iou['std'], 4)} ({stats[v]['verdict_iou']})",
+                "-" if v == "adam" else f"{fmt_pm(d_eq['mean'], d_eq['std'], 4)} ({stats[v]['verdict_equal_time']})",
             ]
         )
     headers = [
@@ -255,8 +278,16 @@ def summarize(mesh: str, runs: list[dict[str, Any]], variants: list[str]) -> tup
         "time to adam IoU / adam's",
         "reached",
         "IoU diff vs adam",
+        f"IoU@{CURVE_RES} diff at equal time",
     ]
     return f"### {mesh}\n\n" + markdown_table(headers, rows), stats
+
+
+def points_text(args: argparse.Namespace, pool: int) -> str:
+    """How the training points were drawn, for the protocol line."""
+    if args.points == "full":
+        return f"a fixed pool of {pool} points, full batch"
+    return f"random batches of {args.batch} from a fixed pool of {pool} points"
 
 
 def _std(xs: list[float]) -> float:
@@ -267,23 +298,42 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="~2 min smoke version: bunny, 1 seed, no tuning")
     ap.add_argument("--seeds", type=int, default=3, help="paired seeds")
-    ap.add_argument("--budget", type=float, default=12.0, help="training CPU seconds per run")
+    ap.add_argument("--budget", type=float, default=20.0, help="training CPU seconds per run")
     ap.add_argument("--tune-budget", type=float, default=5.0, help="training CPU seconds per tuning run (0: no tuning)")
     ap.add_argument("--meshes", nargs="+", default=list(MESHES), choices=list(MESHES))
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--depth", type=int, default=3)
-    ap.add_argument("--pool", type=int, default=16384, help="fixed pool of training points (full batch)")
+    ap.add_argument("--pool", type=int, default=262144, help="fixed pool of training points")
+    ap.add_argument(
+        "--points", choices=("pool", "full"), default="pool", help="random --batch points a step, or the whole pool"
+    )
+    ap.add_argument("--batch", type=int, default=8192, help="points per step with --points pool")
+    ap.add_argument(
+        "--w0", type=float, default=60.0, help="SIREN frequency factor (60 on the unit box = 30 on [-1, 1])"
+    )
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--controls", action="store_true", help="also run int-random, iga-identity and esgd-g2")
+    ap.add_argument(
+        "--controls",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the ablations int-random, iga-identity, esgd-g2 and adam-gaussian (off with --quick)",
+    )
     ap.add_argument("--target-run", type=float, default=0.0, help="seconds: train --target-variant once per mesh")
-    ap.add_argument("--target-variant", default="int", choices=list(VARIANTS))
+    ap.add_argument("--target-variant", default="adam", choices=list(VARIANTS))
     ap.add_argument("--target-width", type=int, default=128)
-    ap.add_argument("--target-pool", type=int, default=65536)
-    ap.add_argument("--target-lr", type=float, default=1e-3)
+    ap.add_argument("--target-pool", type=int, default=262144)
+    ap.add_argument("--target-lr", type=float, default=5e-4)
+    ap.add_argument("--target-lr-final", type=float, default=0.01, help="lr decays to this factor over the run")
     ap.add_argument("--output-dir", type=Path, default=None, help="run folders (default: a temporary folder)")
+    ap.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="re-make the tables and summary of a saved shapes.json (no training)",
+    )
     args = ap.parse_args(argv)
     if args.quick:
-        args.seeds, args.budget, args.tune_budget, args.meshes = 1, 8.0, 0.0, ["bunny"]
+        args.seeds, args.budget, args.tune_budget, args.meshes, args.controls = 1, 8.0, 0.0, ["bunny"], False
     for name in args.meshes:
         if not (MESH_DIR / MESHES[name]).exists():
             raise FileNotFoundError(f"mesh {MESH_DIR / MESHES[name]} not found (../shared/data is needed)")
@@ -291,16 +341,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out_dir = args.output_dir or Path(tmp.name)
     t_start = time.perf_counter()
 
-    def base_for(mesh: str, width: int, pool: int) -> ShapeFitConfig:
+    def base_for(mesh: str, width: int, pool: int, lr_final_factor: float = 0.1) -> ShapeFitConfig:
         return ShapeFitConfig(
             mesh=MESH_DIR / MESHES[mesh],
             output_dir=out_dir,
             protocol="int",
             width=width,
             depth=args.depth,
-            points="full",
+            points=args.points,
             pool_size=pool,
-            lr_final_factor=0.1,
+            batch_size=args.batch if args.points == "pool" else None,
+            w0=args.w0,
+            lr_final_factor=lr_final_factor,
             checkpoint_every=0,
             num_threads=args.threads,
             progress=False,
@@ -308,6 +360,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     if args.target_run > 0:
         return target_run(args, base_for, t_start)
+    if args.from_json is not None:
+        return report(args, json.loads(args.from_json.read_text()))
 
     variants = list(VARIANTS) + (list(CONTROLS) if args.controls else [])
     log: list[str] = []
@@ -337,14 +391,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     flush=True,
                 )
 
+    payload = {
+        "command": command_line(),
+        "environment": environment_info(),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "tuning": tuning,
+        "lr": lrs,
+        "steps": steps_of,
+        "runs": runs,
+        "log": log,
+        "elapsed_s": time.perf_counter() - t_start,
+    }
+    payload = report(args, payload)
+    tmp.cleanup()
+    return payload
+
+
+def report(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any]:
+    """Tables, paired statistics and summary of the runs in ``payload``; prints them and writes the JSON.
+
+    With ``--from-json`` the payload is a saved shapes.json: its own settings (meshes, budget, pool, ...) are used.
+    """
+    if args.from_json is not None:
+        saved = payload["args"]
+        for key in ("meshes", "budget", "seeds", "width", "depth", "pool", "points", "batch", "w0", "threads"):
+            if key in saved:
+                setattr(args, key, saved[key])
+        payload["resummarized_by"] = command_line()
+    runs, lrs, tuning = payload["runs"], payload["lr"], payload["tuning"]
+    variants = list(lrs)
     tables, stats = [], {}
     for mesh in args.meshes:
         table, stats[mesh] = summarize(mesh, runs[mesh], variants)
         tables.append(table)
-    elapsed = time.perf_counter() - t_start
+    elapsed = payload["elapsed_s"]
     protocol = (
         f"shape protocol 'int' (SDF MSE; Laplace 0.1/0.001 + 10% uniform; ESGD/Gaussian rows: protocol 'esgd', "
-        f"occupancy BCE) on a fixed pool of {args.pool} points, full batch; MLP {args.depth}x{args.width}; "
+        f"occupancy BCE) on {points_text(args, args.pool)}; SIREN w0 {args.w0:g}; MLP {args.depth}x{args.width}; "
         f"budget {args.budget:g} s/run; {args.seeds} paired seeds; "
         f"{args.threads} thread(s); machine shared"
     )
@@ -358,30 +441,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         best = max(variants, key=lambda v: statistics.mean(s[v]["iou128"]))
         int_ratio = [x for x in s["int"]["time_ratio"] if math.isfinite(x)]
         ratio_txt = f"{statistics.mean(int_ratio):.2f}x" if int_ratio else "never"
+        ratio_txt += f" ({s['int']['reached']} seeds reached it)"
         summary.append(
             f"{mesh}: INT time to adam IoU {ratio_txt} (target <= 0.7x); best {best} "
             f"IoU@128 {statistics.mean(s[best]['iou128']):.4f} (target >= 0.98)"
         )
     line = "Summary: " + "; ".join(summary) + f"; total {elapsed / 60:.1f} min"
     print("\n" + line)
-    payload = {
-        "protocol": protocol,
-        "command": command_line(),
-        "environment": environment_info(),
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "tuning": tuning,
-        "lr": lrs,
-        "steps": steps_of,
-        "runs": runs,
-        "stats": stats,
-        "log": log,
-        "summary": line,
-        "elapsed_s": elapsed,
-        "not_resolvable_text": NOT_RESOLVABLE,
-    }
-    path = write_results("shapes_quick" if args.quick else "shapes", payload)
+    payload.update({"protocol": protocol, "stats": stats, "summary": line, "not_resolvable_text": NOT_RESOLVABLE})
+    if args.from_json is not None:  # back into the file it came from
+        path = write_results(args.from_json.stem, payload, args.from_json.parent)
+    else:
+        path = write_results("shapes_quick" if args.quick else "shapes", payload)
     print(f"wrote {path}")
-    tmp.cleanup()
     return payload
 
 
@@ -389,7 +461,7 @@ def target_run(args: argparse.Namespace, base_for, t_start: float) -> dict[str, 
     """Train one variant per mesh for ``--target-run`` seconds (the 0.98-IoU target), bigger net and pool."""
     results = {}
     for mesh in args.meshes:
-        base = base_for(mesh, args.target_width, args.target_pool)
+        base = base_for(mesh, args.target_width, args.target_pool, args.target_lr_final)
         steps = calibrate(base, args.target_variant, args.target_lr, args.target_run)
         r = run_one(base, args.target_variant, args.target_lr, steps, 0, final=True)
         results[mesh] = r
@@ -399,8 +471,8 @@ def target_run(args: argparse.Namespace, base_for, t_start: float) -> dict[str, 
             flush=True,
         )
     protocol = (
-        f"shape protocol 'int' on a fixed pool of {args.target_pool} points, full batch; MLP {args.depth}x"
-        f"{args.target_width}; {args.target_variant}, lr {args.target_lr:g} decaying to 0.1x; "
+        f"shape protocol 'int' on {points_text(args, args.target_pool)}; SIREN w0 {args.w0:g}; MLP {args.depth}x"
+        f"{args.target_width}; {args.target_variant}, lr {args.target_lr:g} decaying to {args.target_lr_final:g}x; "
         f"budget {args.target_run:g} s; {args.threads} thread(s); machine shared"
     )
     rows = [[m, f"{r['iou_final']:.4f}", r["chamfer"], f"{r['train_s']:.0f}", r["steps"]] for m, r in results.items()]

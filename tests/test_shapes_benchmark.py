@@ -13,7 +13,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "shapes.py"
 
 @pytest.mark.slow
 @pytest.mark.shared_data
-def test_shapes_benchmark_quick(shared_data: Path) -> None:
+def test_shapes_benchmark_quick(shared_data: Path, tmp_path: Path) -> None:
     spec = importlib.util.spec_from_file_location("shapes_benchmark", SCRIPT)
     shapes = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(shapes)
@@ -26,3 +26,9 @@ def test_shapes_benchmark_quick(shared_data: Path) -> None:
         assert r["train_s"] > 0 and r["chamfer"] is not None
     saved = json.loads((SCRIPT.parent / "results" / "shapes_quick.json").read_text())
     assert saved["summary"] == payload["summary"]
+    # --from-json re-makes the tables from the saved runs, without training, into the file it read.
+    copy = tmp_path / "shapes_copy.json"
+    copy.write_text(json.dumps(saved))
+    again = shapes.main(["--from-json", str(copy)])
+    assert again["summary"] == saved["summary"] and again["stats"].keys() == saved["stats"].keys()
+    assert json.loads(copy.read_text())["resummarized_by"]

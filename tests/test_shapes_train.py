@@ -71,6 +71,7 @@ VARIANTS = {
     "int-random": dict(points="full", int_selection=IntOptions(enabled=True, random_subset=True)),
     "int-fresh": dict(int_selection=IntOptions(enabled=True)),
     "iga-pool": dict(points="pool", iga=IgaOptions(enabled=True, group_size=32, groups_per_step=8, end=3)),
+    "iga-pool-sorted": dict(points="pool", iga=IgaOptions(enabled=True, group_size=64, end=3, pool_groups="sorted")),
     "iga-fresh": dict(iga=IgaOptions(enabled=True, group_size=64, end=3)),
     "iga-identity-full": dict(points="full", iga=IgaOptions(enabled=True, group_size=128, identity=True)),
     "iga-esgd": dict(optimizer="esgd", points="pool", iga=IgaOptions(enabled=True, group_size=32, groups_per_step=8)),
@@ -106,6 +107,36 @@ def test_each_optimizer_and_switch_runs(torus_path: Path, tmp_path: Path, name: 
         assert result.metrics["points_scored"] == 0
     if name == "protocol-iga":
         assert result.metrics["task"] == "occupancy" and result.metrics["points_trained"] == 6 * 4 * 32
+
+
+def test_iga_sorted_pool_batch_is_the_plain_batch_in_morton_order(torus_path: Path, tmp_path: Path) -> None:
+    from nerf_inr_methods.shapes.data import morton_codes, prepare_shape
+
+    shape = prepare_shape(torus_path)
+    plain = resolve_config(tiny(torus_path, tmp_path, points="pool", pool_size=2048, batch_size=512))
+    sorted_cfg = replace(plain, iga=IgaOptions(enabled=True, group_size=64, pool_groups="sorted"))
+    contiguous_cfg = replace(plain, iga=IgaOptions(enabled=True, group_size=64, groups_per_step=8))
+    x_plain, y_plain = train.PointSource(shape, plain).batch(0)
+    x_sorted, y_sorted = train.PointSource(shape, sorted_cfg).batch(0)
+    x_contig, _ = train.PointSource(shape, contiguous_cfg).batch(0)
+    assert x_sorted.shape == x_plain.shape == x_contig.shape == (512, 3)
+    # Same points and targets as the plain batch (same pool, same draw), in Morton order.
+    key = lambda x: sorted(map(tuple, x.tolist()))  # noqa: E731
+    assert key(x_sorted) == key(x_plain)
+    torch.testing.assert_close(torch.sort(y_sorted.reshape(-1)).values, torch.sort(y_plain.reshape(-1)).values)
+    codes = morton_codes(x_sorted.numpy(), sorted_cfg.iga.morton_bits)
+    assert np.all(np.diff(codes.astype(np.int64)) >= 0)
+    # Whole contiguous groups cover a smaller part of the box than a random batch.
+    assert x_contig.std(0).mean() < x_sorted.std(0).mean()
+
+
+def test_iga_identity_on_sorted_pool_batches_trains_like_adam(torus_path: Path, tmp_path: Path) -> None:
+    kw = dict(points="pool", pool_size=2048, batch_size=512, steps=5, eval_every=0, mesh_resolution=0)
+    plain = train.train_shape(tiny(torus_path, tmp_path / "plain", **kw))
+    iga = IgaOptions(enabled=True, group_size=64, pool_groups="sorted", identity=True)
+    same = train.train_shape(tiny(torus_path, tmp_path / "identity", iga=iga, **kw))
+    for p, q in zip(plain.model.parameters(), same.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
 
 
 def test_run_folder_checkpoints_mesh_in_input_coordinates(torus_path: Path, tmp_path: Path) -> None:

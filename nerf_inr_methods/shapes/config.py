@@ -111,6 +111,10 @@ class IgaOptions:
     """Points per group p, contiguous in Morton (Z-curve) order."""
     groups_per_step: int = 512
     """Groups drawn per step from a pool or voxel grid (fresh batches use batch_size // group_size groups)."""
+    pool_groups: Literal["contiguous", "sorted"] = "contiguous"
+    """How a pool batch is grouped (--points pool): contiguous draws groups_per_step whole groups of the
+    Morton-ordered pool (the IGA protocol; batches are spatially clustered); sorted draws batch_size random
+    pool points and cuts them, in Morton order, into groups of group_size (as fresh batches are)."""
     update_every: int = 1
     """Recompute S every m steps (1: every step, the paper's setting)."""
     identity: bool = False
@@ -362,7 +366,10 @@ def validate_config(cfg: ShapeFitConfig) -> None:
         _positive_int(cfg.iga.update_every, "--iga.update-every")
         if not 1 <= cfg.iga.morton_bits <= 21:
             raise ValueError(f"--iga.morton-bits must be in 1..21, got {cfg.iga.morton_bits}")
-        if cfg.points == "fresh" and cfg.batch_size < 2 * cfg.iga.group_size:
+        if cfg.iga.pool_groups not in ("contiguous", "sorted"):
+            raise ValueError(f"--iga.pool-groups must be contiguous or sorted, got {cfg.iga.pool_groups!r}")
+        sorted_batches = cfg.points == "fresh" or (cfg.points == "pool" and cfg.iga.pool_groups == "sorted")
+        if sorted_batches and cfg.batch_size < 2 * cfg.iga.group_size:
             raise ValueError("--batch-size must hold at least 2 groups of --iga.group-size points")
     if cfg.derivative.kind not in ("none", "eikonal", "normal"):
         raise ValueError(f"--derivative.kind must be none, eikonal or normal, got {cfg.derivative.kind!r}")

@@ -128,7 +128,8 @@ class PointSource:
     - ``full``: the whole (per-process) pool every step (:meth:`full`).
 
     With IGA the points are ordered along a Morton curve and batches are made of whole groups of
-    ``group_size`` contiguous points (pool: ``groups_per_step`` random groups; fresh: each batch sorted).
+    ``group_size`` contiguous points (pool: ``groups_per_step`` random groups of the pool, or with
+    ``iga.pool_groups = "sorted"`` a random batch in pool, hence Morton, order; fresh: each batch sorted).
     """
 
     def __init__(self, shape: PreparedShape, cfg: ShapeFitConfig, rank: int = 0, world_size: int = 1) -> None:
@@ -141,6 +142,8 @@ class PointSource:
         self.group_size = cfg.iga.group_size
         self.batch_size = max(1, cfg.batch_size // world_size)
         self.pool: Tensor | None = None
+        self.morton_rank: np.ndarray | None = None
+        """Position of the i-th drawn pool point in the Morton-ordered pool (IGA only)."""
         self.pool_targets: Tensor | None = None
         if cfg.points == "fresh":
             return
@@ -152,7 +155,10 @@ class PointSource:
         else:
             pts = sample_points(self.sdf, max(1, cfg.pool_size // world_size), self.sampling, self.rng)
         if self.iga:
-            pts = pts[morton_order(pts, cfg.iga.morton_bits)]
+            order = morton_order(pts, cfg.iga.morton_bits)
+            pts = pts[order]
+            self.morton_rank = np.empty_like(order)
+            self.morton_rank[order] = np.arange(len(order))
         self.pool = torch.from_numpy(np.ascontiguousarray(pts)).to(self.device)
         self.pool_targets = targets_from_sdf(self._signed_distance(pts), cfg.task).to(self.device)
 
@@ -175,7 +181,10 @@ class PointSource:
             return coords, targets_from_sdf(self.sdf.signed_distance(pts), self.cfg.task).to(self.device)
         assert self.pool_targets is not None
         n = self.pool.shape[0]
-        if self.iga:
+        if self.iga and self.cfg.iga.pool_groups == "sorted" and self.morton_rank is not None:
+            # the points of the plain batch (same draw), in Morton order: sorted positions in the ordered pool
+            idx = np.sort(self.morton_rank[self.rng.integers(0, n, size=min(self.batch_size, n))])
+        elif self.iga:
             n_groups = n // self.group_size
             if n_groups < 1:
                 raise ValueError(f"the pool ({n} points) holds no complete group of --iga.group-size {self.group_size}")
