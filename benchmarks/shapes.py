@@ -46,7 +46,7 @@ Protocol (../shared/docs/benchmarks.md; shape protocol from ../shared/docs/metho
   "not resolvable at this scale".
 
 Usage (from the repository root):
-    .venv/bin/python benchmarks/shapes.py             # full comparison with ablations (~30 min on a quiet machine)
+    .venv/bin/python benchmarks/shapes.py             # with ablations: 36 min here (--no-controls: ~half)
     .venv/bin/python benchmarks/shapes.py --quick     # ~2 min smoke version (bunny, 1 seed, no tuning)
     .venv/bin/python benchmarks/shapes.py --target-run 600 --target-variant adam   # the 0.98-IoU check
     .venv/bin/python benchmarks/shapes.py --from-json benchmarks/results/shapes.json   # re-make its tables
