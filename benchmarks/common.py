@@ -96,20 +96,6 @@ def time_to_target(
     return None
 
 
-def value_at(times: Sequence[float], values: Sequence[float], t: float) -> float:
-    """A sampled curve's value at time ``t``, linearly interpolated (held constant outside the samples)."""
-    if len(times) != len(values) or not times:
-        raise ValueError(f"value_at: {len(times)} times but {len(values)} values")
-    if t <= times[0]:
-        return float(values[0])
-    for (t0, v0), (t1, v1) in zip(
-        zip(times, values, strict=True), zip(times[1:], values[1:], strict=True), strict=False
-    ):
-        if t <= t1:
-            return float(v0 + (v1 - v0) * (t - t0) / (t1 - t0)) if t1 > t0 else float(v1)
-    return float(values[-1])
-
-
 def plateau_gain(steps: Sequence[float], values: Sequence[float], last_fraction: float = 0.2) -> float:
     """Gain of a curve over its last ``last_fraction`` of steps: final value minus the value at the first sample
     at or after ``(1 - last_fraction) * steps[-1]``. The protocol's plateau is a gain < 0.1 dB over the last 20%."""

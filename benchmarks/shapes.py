@@ -67,6 +67,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -79,7 +81,6 @@ from benchmarks.common import (  # noqa: E402
     paired_stats,
     plateau_gain,
     time_to_target,
-    value_at,
     verdict,
     write_results,
 )
@@ -226,12 +227,11 @@ def summarize(mesh: str, runs: list[dict[str, Any]], variants: list[str]) -> tup
         rs = by[v]
         ious = [r["iou_final"] for r in rs]
         chs = [r["chamfer"] for r in rs if r["chamfer"] is not None]
-        ratios, ttts, equal_time = [], [], []
+        ratios, ttts, base_at, variant_at = [], [], [], []
         for b, r in zip(base, rs, strict=True):
             t_common = min(b["curve_t"][-1], r["curve_t"][-1])  # the calibrated budgets differ by up to ~30%
-            equal_time.append(
-                value_at(r["curve_t"], r["curve_iou"], t_common) - value_at(b["curve_t"], b["curve_iou"], t_common)
-            )
+            base_at.append(float(np.interp(t_common, b["curve_t"], b["curve_iou"])))
+            variant_at.append(float(np.interp(t_common, r["curve_t"], r["curve_iou"])))
             target = b["curve_iou"][-1]
             t_base = time_to_target(b["curve_t"], b["curve_iou"], target)
             t_var = time_to_target(r["curve_t"], r["curve_iou"], target)
@@ -239,7 +239,7 @@ def summarize(mesh: str, runs: list[dict[str, Any]], variants: list[str]) -> tup
             ratios.append(t_var / t_base if (t_var is not None and t_base) else math.inf)
         d_iou = paired_stats(ious, ious) if v == "adam" else paired_stats([r["iou_final"] for r in base], ious)
         finite = [x for x in ratios if math.isfinite(x)]
-        d_eq = paired_stats([0.0] * len(equal_time), equal_time)
+        d_eq = paired_stats(base_at, variant_at)
         stats[v] = {
             "iou128": ious,
             "chamfer": chs,
