@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine:
-#   ./run.sh demo    set up, render the bundled synthetic scene, train iga-nerf on it (CPU preset), evaluate
+#   ./run.sh demo    set up, render the bundled synthetic scene, train iga-nerf on it (CPU preset), evaluate,
+#                    render test views and a turntable, extract a mesh (all in outputs/demo/)
 #   ./run.sh test    set up, run the test suite
 #   ./run.sh setup   only create/update the virtual environment
-# Demo knobs (environment): DEMO_STEPS (1500), DEMO_SCENE and DEMO_OUT (folders), NIM_SKIP_SETUP=1 (use the venv as is).
+# Demo knobs (environment): DEMO_STEPS (2000), DEMO_SCENE and DEMO_OUT (folders), NIM_SKIP_SETUP=1 (use the venv as is).
 # The venv is .venv/ at the repository root (override with NIM_VENV=/path); it is reused when present.
 set -euo pipefail
 
@@ -31,9 +32,29 @@ ensure_eigen() {
     || die "apt-get install libeigen3-dev failed; install it by hand and run this again."
 }
 
+ensure_libusb() {
+  # open3d (ns-export pointcloud/poisson/tsdf) loads libusb-1.0.so.0; optional: warn instead of failing the set-up.
+  if ldconfig -p 2>/dev/null | grep -q 'libusb-1\.0\.so\.0'; then return 0; fi
+  local sudo=""
+  if [ "$(id -u)" != "0" ]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo"; else
+      say "ns-export needs libusb (open3d loads libusb-1.0.so.0): run 'sudo apt-get install libusb-1.0-0' (Debian/Ubuntu) or install your system's libusb 1.0 package"
+      return 0
+    fi
+  fi
+  if ! command -v apt-get >/dev/null; then
+    say "ns-export needs libusb (open3d loads libusb-1.0.so.0): install your system's libusb 1.0 package"
+    return 0
+  fi
+  say "installing libusb-1.0-0 (open3d, used by ns-export, needs it)"
+  { $sudo apt-get update -qq >/dev/null && $sudo apt-get install -y -qq libusb-1.0-0 >/dev/null; } \
+    || say "apt-get install libusb-1.0-0 failed; ns-export will not work until it is installed"
+}
+
 setup() {
   local stamp_file="$VENV/.nerf-inr-methods-installed"
   local stamp
+  ensure_libusb
   stamp="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16) $ROOT"
   if [ -x "$PY" ] && [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ]; then
     return 0
@@ -62,18 +83,19 @@ setup() {
 
 demo() {
   local scene="${DEMO_SCENE:-$ROOT/data/synthetic-demo}" out="${DEMO_OUT:-$ROOT/outputs/demo}"
+  local run_dir="$out/synthetic-demo/iga-nerf/demo"
   [ -f "$scene/transforms_train.json" ] || "$PY" "$ROOT/data_scripts/make_synthetic_scene.py" --out-dir "$scene"
   say "training iga-nerf on the synthetic scene with the CPU preset (a few minutes on 2 cores)"
+  rm -rf "$run_dir"  # a previous demo's checkpoints and logs would be read as this run's
   # shellcheck disable=SC2046
   "$VENV/bin/ns-train" iga-nerf $("$PY" -m nerf_inr_methods.nerfstudio_plugin.presets) \
-    --max-num-iterations "${DEMO_STEPS:-1500}" --vis tensorboard --output-dir "$out" --timestamp demo \
-    --experiment-name synthetic-demo \
+    --max-num-iterations "${DEMO_STEPS:-2000}" \
+    --optimizers.fields.optimizer.lr 1e-3 --optimizers.fields.scheduler.lr-final 1e-5 \
+    --vis tensorboard --output-dir "$out" --timestamp demo --experiment-name synthetic-demo \
     --steps-per-eval-image 500 --steps-per-eval-all-images 100000 \
     blender-data --data "$scene"
-  local config="$out/synthetic-demo/iga-nerf/demo/config.yml"
-  "$VENV/bin/ns-eval" --load-config "$config" --output-path "$out/eval.json"
-  say "test-view metrics: $out/eval.json"
-  "$PY" -c "import json,sys; r=json.load(open(sys.argv[1]))['results']; print({k: round(v, 3) for k, v in r.items() if not k.endswith('_std')})" "$out/eval.json"
+  say "evaluating, rendering a turntable and extracting a mesh"
+  "$PY" -m nerf_inr_methods.demo --load-config "$run_dir/config.yml" --output-dir "$out"
 }
 
 cmd="${1:-}"

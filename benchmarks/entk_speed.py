@@ -21,7 +21,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -33,6 +32,7 @@ from torch import Tensor, nn
 
 from nerf_inr_methods.core.entk import empirical_ntk, empirical_ntk_jacrev, empirical_ntk_reference
 from nerf_inr_methods.core.mlp import make_mlp
+from nerf_inr_methods.reporting import write_json
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -49,6 +49,27 @@ def timed(fn: Callable[[], Tensor], repeats: int) -> tuple[float, Tensor]:
 
 def rel_err(a: Tensor, b: Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def result_row(
+    case: str,
+    module: nn.Module,
+    layer_factored: tuple[float, Tensor],
+    batched_vjp: tuple[float, Tensor],
+    jacrev: tuple[float, Tensor] | None = None,
+) -> dict:
+    """One case's timings (s) and the relative differences of the layer-factored eNTK to each baseline's."""
+    (t_fast, k_fast), (t_vjp, k_vjp) = layer_factored, batched_vjp
+    return dict(
+        case=case,
+        n=k_fast.shape[0],
+        n_params=sum(p.numel() for p in module.parameters()),
+        t_layer_factored=t_fast,
+        t_jacrev=None if jacrev is None else jacrev[0],
+        t_batched_vjp=t_vjp,
+        rel_err_vs_jacrev=None if jacrev is None else rel_err(k_fast, jacrev[1]),
+        rel_err_vs_batched_vjp=rel_err(k_fast, k_vjp),
+    )
 
 
 def mlp_case(n: int, seed: int) -> tuple[nn.Module, Callable[[], Tensor], Tensor]:
@@ -116,38 +137,13 @@ def main() -> None:
     t_fast, k_fast = timed(lambda: empirical_ntk(net, forward), args.repeats)
     t_fast_field, k_fast_field = timed(lambda: empirical_ntk(field, field_forward), args.repeats)
 
-    n_params = sum(p.numel() for p in net.parameters())
-    t_jac, k_jac = timed(lambda: empirical_ntk_jacrev(net, x, chunk_size=args.chunk), base_reps)
-    t_vjp, k_vjp = timed(lambda: empirical_ntk_reference(net, forward, chunk_size=args.chunk), base_reps)
-    rows.append(
-        dict(
-            case="mlp 8x256 relu+pe",
-            n=n,
-            n_params=n_params,
-            t_layer_factored=t_fast,
-            t_jacrev=t_jac,
-            t_batched_vjp=t_vjp,
-            rel_err_vs_jacrev=rel_err(k_fast, k_jac),
-            rel_err_vs_batched_vjp=rel_err(k_fast, k_vjp),
-        )
-    )
-    del k_jac, k_vjp
+    jacrev = timed(lambda: empirical_ntk_jacrev(net, x, chunk_size=args.chunk), base_reps)
+    batched_vjp = timed(lambda: empirical_ntk_reference(net, forward, chunk_size=args.chunk), base_reps)
+    rows.append(result_row("mlp 8x256 relu+pe", net, (t_fast, k_fast), batched_vjp, jacrev))
+    del jacrev, batched_vjp
 
-    n_params = sum(p.numel() for p in field.parameters())
-    t_fast, k_fast = t_fast_field, k_fast_field
-    t_vjp, k_vjp = timed(lambda: empirical_ntk_reference(field, field_forward, chunk_size=args.chunk), base_reps)
-    rows.append(
-        dict(
-            case="nerfstudio NeRFField (vanilla size)",
-            n=n,
-            n_params=n_params,
-            t_layer_factored=t_fast,
-            t_jacrev=None,
-            t_batched_vjp=t_vjp,
-            rel_err_vs_jacrev=None,
-            rel_err_vs_batched_vjp=rel_err(k_fast, k_vjp),
-        )
-    )
+    batched_vjp = timed(lambda: empirical_ntk_reference(field, field_forward, chunk_size=args.chunk), base_reps)
+    rows.append(result_row("nerfstudio NeRFField (vanilla size)", field, (t_fast_field, k_fast_field), batched_vjp))
 
     def fmt(v: float | None, spec: str) -> str:
         return "-" if v is None else format(v, spec)
@@ -185,9 +181,10 @@ def main() -> None:
         load_average=os.getloadavg(),
         note="CPU shared with other jobs (load average above); timings are noisy",
     )
-    out = args.out or RESULTS_DIR / ("entk_speed_quick.json" if args.quick else "entk_speed.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
+    out = write_json(
+        dict(meta=meta, rows=rows),
+        args.out or RESULTS_DIR / ("entk_speed_quick.json" if args.quick else "entk_speed.json"),
+    )
     print(f"(raw numbers: {out})")
 
 

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (  # noqa: E402
+    RESULTS_DIR,
     command_line,
     environment_info,
     fmt_pm,
@@ -186,7 +187,7 @@ def run_one(
             [e / e0b if e0b > 0 else math.nan for e, e0b in zip(row, e0, strict=True)] for row in energy
         ]
     if adjust is not None and arm == "iga":
-        result["last_effective_end"] = adjust.last_end
+        result["last_effective_end"] = adjust.state.last_end
     return result
 
 
@@ -211,7 +212,7 @@ def make_probe(seed: int, image: Tensor, args: argparse.Namespace) -> dict[str, 
 
 
 # ----------------------------------------------------------------------------------------------- main
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="~2 min smoke run (tiny image, few steps)")
     p.add_argument("--size", type=int, default=None, help="image side in pixels (default 64; quick 32)")
@@ -228,13 +229,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=None, help="evaluation interval in steps")
     p.add_argument("--probe", type=int, default=None, help="probe pixels for the eigen-decay (default 512; quick 128)")
     p.add_argument("--tag", default="", help="suffix of the JSON name (iga_image_<tag>.json) for non-default runs")
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="folder of the results JSON")
     p.add_argument(
         "--threads",
         type=int,
         default=1,
         help="torch intra-op threads (1: on a shared, oversubscribed CPU more is slower)",
     )
-    args = p.parse_args()
+    args = p.parse_args(argv)
     quick = args.quick
     defaults = {
         "size": (64, 32),
@@ -259,8 +261,8 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     val_image = load_image("chelsea", args.size)
@@ -373,8 +375,9 @@ def main() -> None:
         "summary": summary,
     }
     name = "iga_image_quick" if args.quick else "iga_image"
-    path = write_results(f"{name}_{args.tag}" if args.tag else name, payload)
+    path = write_results(f"{name}_{args.tag}" if args.tag else name, payload, args.results_dir)
     print(f"(raw numbers: {path}; machine shared with other jobs)")
+    return payload
 
 
 if __name__ == "__main__":

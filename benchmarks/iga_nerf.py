@@ -60,8 +60,7 @@ from benchmarks.common import (
     write_results,
 )
 from benchmarks.nerf_common import MIC, MIC_100PX, train_arm
-from nerf_inr_methods.nerfstudio_plugin.iga_nerf import fine_field_entk
-from nerf_inr_methods.nerfstudio_plugin.inr_nerf import fine_representatives
+from nerf_inr_methods.nerfstudio_plugin.iga_nerf import fine_field_entk, fine_representatives
 from nerf_inr_methods.nerfstudio_plugin.runs import own_event_writers, prepare_config
 
 ARMS = ("vanilla", "iga", "identity")
@@ -250,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--identity-seeds", type=int, default=1, help="seeds on which the S = I control also runs")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier clocks on a shared machine)")
     p.add_argument("--out", type=str, default=None, help="results file stem (default iga_nerf[_quick])")
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="folder of the results JSON")
     return p
 
 
@@ -421,7 +421,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
         "summary_line": summary,
         "benchmark_wall_seconds": wall,
     }
-    path = write_results(args.out, payload)
+    path = write_results(args.out, payload, args.results_dir)
     log(f"wrote {path} ({wall:.0f} s)")
     return payload
 

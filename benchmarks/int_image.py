@@ -265,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=1, help="torch threads (1: far steadier clocks on a shared machine; 0 = torch's)"
     )
     p.add_argument("--out", type=str, default=None, help="results file stem (default int_image[_quick])")
+    p.add_argument(
+        "--results-dir", type=Path, default=None, help="folder of the results JSON (default benchmarks/results/)"
+    )
     return p
 
 
@@ -397,7 +400,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "not_resolvable_label": NOT_RESOLVABLE,
         "benchmark_wall_seconds": time.perf_counter() - start,
     }
-    path = write_results(args.out, payload)
+    path = write_results(args.out, payload, args.results_dir)
     log(f"results: {path}")
     log(summary_line)
     return payload

@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=1, help="torch threads (1: steadier clocks on a shared machine; 0 = torch's)"
     )
     p.add_argument("--out", type=str, default=None, help="results file stem (default int_nerf[_quick])")
+    p.add_argument(
+        "--results-dir", type=Path, default=None, help="folder of the results JSON (default benchmarks/results/)"
+    )
     return p
 
 
@@ -271,7 +274,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
         "summary_line": summary_line,
         "benchmark_wall_seconds": time.perf_counter() - start,
     }
-    path = write_results(args.out, payload)
+    path = write_results(args.out, payload, args.results_dir)
     log("")
     log(summary_line)
     log(f"(raw numbers: {path}; benchmark wall-clock {payload['benchmark_wall_seconds']:.0f} s)")

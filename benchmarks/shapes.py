@@ -84,7 +84,8 @@ from benchmarks.common import (  # noqa: E402
     verdict,
     write_results,
 )
-from nerf_inr_methods.shapes.config import EsgdOptions, IgaOptions, IntOptions, ShapeFitConfig  # noqa: E402
+from nerf_inr_methods.core.esgd import ESGDConfig  # noqa: E402
+from nerf_inr_methods.shapes.config import IgaOptions, IntOptions, ShapeFitConfig  # noqa: E402
 from nerf_inr_methods.shapes.data import NonWatertightMeshWarning  # noqa: E402
 from nerf_inr_methods.shapes.train import train_shape  # noqa: E402
 
@@ -112,7 +113,7 @@ def variant_config(base: ShapeFitConfig, variant: str) -> ShapeFitConfig:
         )
     if variant in ("esgd", "esgd-g2"):
         hvp = "gradient" if variant == "esgd-g2" else "hessian"
-        return replace(base, protocol="esgd", optimizer="esgd", activation="gaussian", esgd=EsgdOptions(hvp_source=hvp))
+        return replace(base, protocol="esgd", optimizer="esgd", activation="gaussian", esgd=ESGDConfig(hvp_source=hvp))
     if variant == "adam-gaussian":
         return replace(base, protocol="esgd", optimizer="adam", activation="gaussian")
     if variant in ("iga", "iga-identity"):

@@ -1,16 +1,114 @@
-"""What every console script of the package does with bad input: one clear line on stderr, exit status 2."""
+"""What every console script of the package does with bad input: one clear line on stderr, exit status 2.
+
+:func:`exit_on_bad_input` wraps a command; the ``check_*`` helpers refuse bad flags and output locations up
+front (before any long work), with a message naming the flag and the file.
+"""
 
 from __future__ import annotations
 
+import math
+import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any, Callable
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def describe_os_error(error: OSError) -> str:
+    """'<what went wrong>: <file>' for an OSError raised by the system (permission, read-only disk, full disk...)."""
+    what = error.strerror or type(error).__name__
+    files = [f for f in (error.filename, error.filename2) if f is not None]
+    if not files:
+        return _one_line(str(error))
+    return f"{what}: {' -> '.join(str(f) for f in files)}"
+
+
 def exit_on_bad_input(program: str, run: Callable[[], Any]) -> None:
-    """Call ``run()``; a FileNotFoundError or ValueError (a missing file, a bad flag value) is printed as
-    ``"<program>: error: <message>"`` on stderr and ends the process with status 2, without a traceback."""
+    """Call ``run()``; bad input ends the process with status 2 and one line ``"<program>: error: <message>"`` on
+    stderr, without a traceback:
+
+    - ``ValueError`` / ``FileNotFoundError`` (a bad flag value, a missing or refused file: our messages name the
+      flag or file);
+    - any other ``OSError`` raised by the system (permission denied, read-only or full disk, a folder where a file
+      was expected): its reason and file name;
+    - ``MemoryError``: what ran out, and to lower the sizes.
+    """
     try:
         run()
     except (FileNotFoundError, ValueError) as error:
-        print(f"{program}: error: {error}", file=sys.stderr)
+        message = _one_line(str(error))
+        if isinstance(error, FileNotFoundError) and error.filename is not None and error.strerror:
+            message = describe_os_error(error)
+        print(f"{program}: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+    except OSError as error:
+        print(f"{program}: error: {describe_os_error(error)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except MemoryError as error:
+        detail = f" ({_one_line(str(error))})" if str(error) else ""
+        print(f"{program}: error: out of memory{detail}; use smaller sizes (resolution, batch)", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def check_positive(value: Any, flag: str, minimum: float = 1, integer: bool = True) -> None:
+    """Refuse a size/count flag below ``minimum`` (or not an integer / not finite), naming the flag."""
+    if integer:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{flag} must be an integer >= {minimum:g}, got {value!r}")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
+        raise ValueError(f"{flag} must be a finite number >= {minimum:g}, got {value!r}")
+
+
+def check_output_dir(path: str | os.PathLike, flag: str, label: str | None = None) -> Path:
+    """Refuse an output folder that cannot be created or written to, before any long work.
+
+    The nearest existing folder on the way to ``path`` must be a folder in which a file can really be created
+    (a temporary file is created and removed: this also catches read-only disks and root's bypassed permissions).
+    Nothing is created at ``path`` itself.
+
+    Args:
+        label: how messages name the output (default ``"<flag> <path>"``).
+
+    Raises:
+        ValueError: naming ``flag``, the path and the reason.
+    """
+    path = Path(path)
+    label = label or f"{flag} {path}"
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is a file, expected a folder")
+    probe = path.absolute()
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{label}: {probe} is a file, so the folder cannot be created")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".nim-write-test-")
+    except OSError as error:
+        raise ValueError(f"{label}: cannot write in {probe} ({error.strerror or error})") from None
+    os.close(fd)
+    os.unlink(tmp)
+    return path
+
+
+def check_output_file(path: str | os.PathLike, flag: str, suffixes: tuple[str, ...] | None = None) -> Path:
+    """Refuse an output file that is a folder, has an unsupported suffix, or whose folder is not writable.
+
+    Raises:
+        ValueError: naming ``flag`` and the path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder, expected a file name")
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise ValueError(f"{flag} {path}: expected a suffix in {suffixes}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{flag} {path}: the existing file is not writable")
+    check_output_dir(path.parent, flag, label=f"{flag} {path}")
+    return path

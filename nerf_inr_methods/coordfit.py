@@ -4,11 +4,15 @@ One implementation shared by the image positive controls of INT, IGA and ESGD an
 
 - :func:`optimization_step`: one optimiser update on given points, for any torch optimizer, L-BFGS
   (closure) and ESGD (``should_create_graph()`` / ``accumulate_curvature()``), with an optional
-  ``adjust`` hook returning the loss to backpropagate (IGA's surrogate) while the true loss is logged.
-- :func:`fit_step`: the same plus optional INT selection (methods.md section 1).
+  ``adjust`` hook returning the loss to backpropagate (IGA's surrogate) while the true loss is logged,
+  and optional per-point loss weights (importance sampling).
+- :func:`fit_step`: the same on the points an INT-family sampler picks
+  (:class:`nerf_inr_methods.core.int_sampler.IntSampler`: INT, its random control, soft mining, error map,
+  two forwards; methods.md section 1).
 - :func:`fit`: ``total_steps`` steps with evaluation at fixed steps, an honest training clock (includes
-  INT scoring passes and batch sampling, excludes evaluation) and counts of points processed;
+  scoring passes and batch sampling, excludes evaluation) and counts of points processed;
   :func:`fit_iter` is its generator form, to advance several runs in lockstep on a shared machine.
+  Their options are the fields of :class:`FitOptions` (given as an object, keywords, or both).
 
 No nerfstudio import here. Example::
 
@@ -25,6 +29,7 @@ No nerfstudio import here. Example::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import deque
@@ -36,7 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nerf_inr_methods.core.int_selection import IntSchedule, int_scores, num_selected, select_random, select_topk
+from nerf_inr_methods.core.esgd import esgd_backward
+from nerf_inr_methods.core.int_sampler import IntSampler, IntSamplerConfig, PoolCandidates, Selection
+from nerf_inr_methods.core.int_selection import IntSchedule, int_scores
 
 LossKind = Literal["mse", "bce"]
 """``mse``: mean squared error (regression: images, SDF); ``bce``: binary cross-entropy on logits (occupancy)."""
@@ -58,24 +65,31 @@ def _check_points(coords: Tensor, targets: Tensor) -> None:
         raise ValueError("coords is empty: need at least one point")
 
 
-def coord_loss(pred: Tensor, target: Tensor, kind: LossKind = "mse") -> Tensor:
-    """Mean loss over points and channels.
+def coord_loss(pred: Tensor, target: Tensor, kind: LossKind = "mse", weights: Tensor | None = None) -> Tensor:
+    """Mean loss over points and channels (weighted over points when ``weights`` is given).
 
     Args:
         pred: network outputs, shape (n, C) (logits for ``bce``).
         target: targets, shape (n, C) (occupancy in {0, 1} for ``bce``).
         kind: ``mse`` or ``bce`` (binary cross-entropy with logits).
+        weights: optional per-point loss weights, shape (n,): ``mean_i(w_i * mean_c loss_ic)``.
 
     Returns:
         Scalar tensor.
     """
     if pred.shape != target.shape:
         raise ValueError(f"model output shape {tuple(pred.shape)} does not match targets shape {tuple(target.shape)}")
-    if kind == "mse":
-        return F.mse_loss(pred, target)
-    if kind == "bce":
+    if kind not in LOSS_KINDS:
+        raise ValueError(f"loss must be one of {LOSS_KINDS}, got {kind!r}")
+    if weights is None:
+        if kind == "mse":
+            return F.mse_loss(pred, target)
         return F.binary_cross_entropy_with_logits(pred, target)
-    raise ValueError(f"loss must be one of {LOSS_KINDS}, got {kind!r}")
+    if kind == "mse":
+        per_point = (pred - target) ** 2
+    else:
+        per_point = F.binary_cross_entropy_with_logits(pred, target, reduction="none")
+    return (per_point.reshape(pred.shape[0], -1).mean(dim=1) * weights.reshape(-1).to(per_point)).mean()
 
 
 def psnr_from_mse(mse: float, data_range: float = 1.0) -> float:
@@ -116,21 +130,27 @@ def score_points(
     Returns:
         Scores, shape (n,).
     """
-    pred = predict(model, coords, chunk_size)
+    return point_errors(predict(model, coords, chunk_size), targets, loss)
+
+
+def point_errors(pred: Tensor, targets: Tensor, loss: LossKind = "mse") -> Tensor:
+    """INT scores of given predictions: L1 over channels (on probabilities for ``bce``), no gradient.
+
+    Args:
+        pred: (n, C) outputs (logits for ``bce``).  targets: (n, C).
+
+    Returns:
+        Scores, shape (n,).
+    """
     if pred.shape != targets.shape:
         raise ValueError(f"model output shape {tuple(pred.shape)} does not match targets shape {tuple(targets.shape)}")
+    pred = pred.detach()
     if loss == "bce":
         pred = torch.sigmoid(pred)
     return int_scores(pred, targets)
 
 
 # ------------------------------------------------------------------------------------------ one step
-def _curvature_step(optimizer: Any) -> bool:
-    if hasattr(optimizer, "is_curvature_step"):
-        return bool(optimizer.is_curvature_step())
-    return bool(optimizer.should_create_graph())
-
-
 def optimization_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -139,62 +159,81 @@ def optimization_step(
     *,
     loss: LossKind = "mse",
     adjust: AdjustFn | None = None,
+    weights: Tensor | None = None,
 ) -> float:
     """One optimiser update on exactly these points; returns the true loss before the update.
 
     - Generic optimizers: ``loss.backward(); optimizer.step()``.
     - ``torch.optim.LBFGS``: a closure re-evaluating the loss (``adjust`` is refused: its line search
       needs the true objective).
-    - ESGD-like (duck-typed on ``should_create_graph``): ``loss.backward(create_graph=should_create_graph())``.
-      With ``adjust`` on a curvature step, ``optimizer.accumulate_curvature(true_loss)`` first, so the
-      curvature comes from the true loss, then the surrogate is backpropagated normally.
+    - ESGD-like (duck-typed on ``should_create_graph``): :func:`~nerf_inr_methods.core.esgd.esgd_backward`, which
+      keeps the graph on curvature steps and, with ``adjust``, takes the curvature from the true loss before the
+      surrogate's backward.
 
     Args:
         coords: shape (n, d).  targets: shape (n, C).
         loss: ``mse`` or ``bce``.
         adjust: optional hook ``(coords, preds, targets) -> scalar`` whose gradient replaces the loss's.
+        weights: optional per-point loss weights, shape (n,) (importance sampling): the backpropagated loss is
+            the weighted mean; not combinable with ``adjust``.
 
     Returns:
-        The true (unadjusted) mean loss on these points, as a float.
+        The true (unadjusted, unweighted) mean loss on these points, as a float.
     """
+    return _train_on(model, optimizer, coords, targets, loss, adjust, weights)[0]
+
+
+def _train_on(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    coords: Tensor,
+    targets: Tensor,
+    loss: LossKind,
+    adjust: AdjustFn | None,
+    weights: Tensor | None,
+) -> tuple[float, Tensor]:
+    """:func:`optimization_step` that also returns the (pre-update) predictions, detached, shape (n, C)."""
     _check_points(coords, targets)
+    if weights is not None:
+        if adjust is not None:
+            raise ValueError("per-point loss weights cannot be combined with an adjust hook (it returns its own loss)")
+        if weights.shape != (coords.shape[0],):
+            raise ValueError(f"weights must have shape ({coords.shape[0]},), got {tuple(weights.shape)}")
     if isinstance(optimizer, torch.optim.LBFGS):
         if adjust is not None:
             raise ValueError(
                 "adjust hooks are not supported with torch.optim.LBFGS (its line search needs the true loss)"
             )
+        first: list[Tensor] = []
 
         def closure() -> Tensor:
             optimizer.zero_grad(set_to_none=True)
-            value = coord_loss(model(coords), targets, loss)
+            pred = model(coords)
+            if not first:
+                first.append(pred.detach())
+            value = coord_loss(pred, targets, loss, weights)
             value.backward()
             return value
 
-        first = optimizer.step(closure)  # LBFGS returns the loss of its first evaluation (before the update)
-        return float(first.detach())
+        optimizer.step(closure)
+        # The first evaluation is before the update; its unweighted loss is the true loss.
+        return float(coord_loss(first[0], targets, loss)), first[0]
 
-    esgd_like = hasattr(optimizer, "should_create_graph")
     optimizer.zero_grad(set_to_none=True)
     pred = model(coords)
     true_loss = coord_loss(pred, targets, loss)
     if adjust is None:
-        create_graph = bool(optimizer.should_create_graph()) if esgd_like else False
-        true_loss.backward(create_graph=create_graph)
+        trained = true_loss if weights is None else coord_loss(pred, targets, loss, weights)
     else:
-        if esgd_like and _curvature_step(optimizer):
-            if not hasattr(optimizer, "accumulate_curvature"):
-                raise ValueError(
-                    "optimizer has should_create_graph() but no accumulate_curvature(loss): cannot take the "
-                    "curvature from the true loss while an adjust hook is active"
-                )
-            optimizer.accumulate_curvature(true_loss)
-        surrogate = adjust(coords, pred, targets)
-        if not isinstance(surrogate, Tensor) or surrogate.numel() != 1:
-            raise ValueError(f"adjust must return a scalar tensor, got {getattr(surrogate, 'shape', type(surrogate))}")
-        create_graph = bool(optimizer.should_create_graph()) if esgd_like else False
-        surrogate.backward(create_graph=create_graph)
+        trained = adjust(coords, pred, targets)
+        if not isinstance(trained, Tensor) or trained.numel() != 1:
+            raise ValueError(f"adjust must return a scalar tensor, got {getattr(trained, 'shape', type(trained))}")
+    if hasattr(optimizer, "should_create_graph"):  # ESGD-like: double backward on curvature steps
+        esgd_backward(trained, optimizer, true_loss=None if adjust is None else true_loss)  # type: ignore[arg-type]
+    else:
+        trained.backward()
     optimizer.step()
-    return true_loss.item()
+    return true_loss.item(), pred.detach()
 
 
 @dataclass
@@ -208,11 +247,13 @@ class StepResult:
     num_trained: int
     """Points in the forward + backward pass."""
     num_scored: int
-    """Points in the INT no-grad scoring pass (0 when no scoring happened)."""
+    """Points in the sampler's no-grad scoring passes (0 when no scoring happened)."""
     selected: bool
-    """Whether the INT subset was (re-)selected at this step."""
+    """Whether the sampler drew a new pool (INT: re-selected its subset) at this step."""
     indices: Tensor | None
     """Indices of the trained points into the candidate set, shape (k,), or None for all points."""
+    selection: Selection | None = None
+    """The sampler's full answer (weights, forced points, ratio, alpha), or None without a sampler."""
 
 
 def fit_step(
@@ -222,34 +263,27 @@ def fit_step(
     targets: Tensor,
     *,
     step: int = 0,
-    int_schedule: IntSchedule | None = None,
-    indices: Tensor | None = None,
-    fresh_candidates: bool = False,
-    random_subset: bool = False,
-    generator: torch.Generator | None = None,
+    sampler: IntSampler | None = None,
+    ids: Tensor | None = None,
+    cells: Tensor | None = None,
     loss: LossKind = "mse",
     adjust: AdjustFn | None = None,
     data_range: float = 1.0,
     score_chunk_size: int = 65536,
 ) -> StepResult:
-    """One training step on a candidate set, with optional INT selection.
+    """One training step on a candidate set, on all its points or on those an INT-family sampler picks.
 
-    Without ``int_schedule`` all candidates are trained. With it:
-
-    - fixed candidates (``fresh_candidates=False``, e.g. all pixels of an image): on selection steps of the
-      schedule (or when ``indices`` is None) score all candidates with a fresh no-grad forward and keep the
-      top ``ceil(ratio * n)``; otherwise reuse ``indices`` (pass back ``result.indices`` of the last step);
-    - fresh candidates (``fresh_candidates=True``, a new batch each step): always select on this batch;
-      ``indices`` is ignored, a subset is never carried over to another batch.
-
-    ``random_subset=True`` is INT's control: same sizes and schedule, uniformly random points, no scoring.
-    When ``ratio * n`` rounds up to n, nothing is scored and all points are trained (``indices`` = arange(n)).
+    With ``sampler`` the candidates are handed to it as a new pool whenever it asks (every step for a sampler
+    made with ``fresh_candidates=True``, i.e. a new batch each step; on its re-selection steps for a fixed set
+    such as all pixels of an image); scoring passes run :func:`score_points` on the pool points it names, and
+    the training forward's errors go back to it (:meth:`IntSampler.record`).
 
     Args:
         coords: candidates, shape (n, d).  targets: shape (n, C).
-        step: index of this step in [0, int_schedule.total_steps).
-        indices: previous subset, shape (k,), long (fixed candidates only).
-        generator: CPU generator for ``random_subset``.
+        step: index of this step in [0, sampler.total_steps).
+        ids: (n,) long ids of the candidates (for the sampler's no-starvation guard); default arange(n) when the
+            sampler has ``num_points`` and the candidates are a fixed set.
+        cells: (n,) long error-map cells of the candidates (``error-map`` sampler).
         data_range: signal range for the logged PSNR (1 for [0, 1] signals).
         score_chunk_size: points per forward in the scoring pass.
 
@@ -258,34 +292,30 @@ def fit_step(
     """
     _check_points(coords, targets)
     n = coords.shape[0]
-    num_scored, selected = 0, False
+    selection: Selection | None = None
     idx: Tensor | None = None
-    if int_schedule is None:
-        if random_subset:
-            raise ValueError("random_subset=True needs an int_schedule (the control shares INT's sizes and schedule)")
-    else:
-        if step >= int_schedule.total_steps:
-            raise ValueError(f"step {step} is outside the INT schedule of {int_schedule.total_steps} steps")
-        if fresh_candidates or indices is None or int_schedule.is_selection_step(step):
-            ratio = int_schedule.ratio(step)
-            selected = True
-            if num_selected(n, ratio) == n:  # everything selected: no scoring, the full set is "the subset"
-                idx = torch.arange(n, device=coords.device)
-            elif random_subset:
-                idx = select_random(n, ratio, generator=generator, device=coords.device)
-            else:
-                idx = select_topk(score_points(model, coords, targets, loss, score_chunk_size), ratio)
-                num_scored = n
-        else:
-            if indices.dim() != 1 or (indices.numel() > 0 and int(indices.max()) >= n):
-                raise ValueError(
-                    f"indices must be a 1D index tensor into the {n} candidates, got shape {tuple(indices.shape)}"
-                )
-            idx = indices
+    weights: Tensor | None = None
+    if sampler is not None:
+        if step >= sampler.total_steps:
+            raise ValueError(f"step {step} is outside the INT schedule of {sampler.total_steps} steps")
+        if ids is None and sampler.num_points is not None and not sampler.fresh_candidates:
+            ids = torch.arange(n, device=coords.device)
+
+        def score(positions: Tensor) -> Tensor:
+            whole = positions.numel() == n
+            x_, y_ = (coords, targets) if whole else (coords[positions], targets[positions])
+            return score_points(model, x_, y_, loss, score_chunk_size)
+
+        selection = sampler.select(step, lambda: PoolCandidates(n, ids=ids, cells=cells), score)
+        idx, weights = selection.indices, selection.weights
     x, y = (coords, targets) if idx is None else (coords[idx], targets[idx])
-    value = optimization_step(model, optimizer, x, y, loss=loss, adjust=adjust)
+    value, pred = _train_on(model, optimizer, x, y, loss, adjust, weights)
+    if selection is not None and sampler is not None and sampler.needs_errors:
+        sampler.record(selection, point_errors(pred, y, loss))
     psnr = psnr_from_mse(value, data_range) if loss == "mse" and math.isfinite(value) else None
-    return StepResult(value, psnr, x.shape[0], num_scored, selected, idx)
+    if selection is None:
+        return StepResult(value, psnr, x.shape[0], 0, False, None)
+    return StepResult(value, psnr, x.shape[0], selection.num_scored, selection.new_pool, idx, selection)
 
 
 # ----------------------------------------------------------------------------------------------- fit
@@ -302,9 +332,9 @@ class FitHistory:
     points_trained: list[int] = field(default_factory=list)
     """Cumulative points in forward + backward passes after each step."""
     points_scored: list[int] = field(default_factory=list)
-    """Cumulative points in INT no-grad scoring passes after each step."""
+    """Cumulative points in no-grad scoring passes after each step."""
     selected: list[bool] = field(default_factory=list)
-    """Whether the INT subset was re-selected at each step."""
+    """Whether the sampler drew a new pool (INT: re-selected its subset) at each step."""
     eval_steps: list[int] = field(default_factory=list)
     """Number of completed steps at each evaluation."""
     eval_time: list[float] = field(default_factory=list)
@@ -325,6 +355,55 @@ class FitHistory:
         return asdict(self)
 
 
+@dataclass
+class FitOptions:
+    """Everything of a :func:`fit` run besides the model, optimizer, step count and fixed data."""
+
+    batch_fn: Callable[[int], tuple[Tensor, ...]] | None = None
+    """``batch_fn(step) -> (coords (b, d), targets (b, C)[, ids (b,)])``: a fresh batch each step (instead of a
+    fixed candidate set); the optional ids feed the sampler's no-starvation guard."""
+    sampler: IntSampler | None = None
+    """INT-family sampler choosing the trained points (its total_steps must equal T; made with
+    ``fresh_candidates=True`` exactly when ``batch_fn`` is given)."""
+    int_schedule: IntSchedule | None = None
+    """Shorthand for the paper's INT sampler (``keep`` the subset between re-selections) on this schedule."""
+    random_subset: bool = False
+    """With ``int_schedule``: INT's random-subset control instead of INT."""
+    generator: torch.Generator | None = None
+    """CPU generator of the shorthand sampler's random draws."""
+    cells_fn: Callable[[Tensor], Tensor] | None = None
+    """``cells_fn(coords (n, d)) -> (n,)`` error-map cells of candidates (``error-map`` sampler)."""
+    loss: LossKind = "mse"
+    """``mse`` or ``bce``."""
+    adjust: AdjustFn | None = None
+    """Optional surrogate-loss hook (see :func:`optimization_step`)."""
+    lr_scheduler: Any | None = None
+    """Optional object whose ``step()`` is called after every optimisation step."""
+    eval_fn: Callable[[nn.Module, int], dict[str, float]] | None = None
+    """``eval_fn(model, steps_done) -> metrics`` called at ``eval_steps``; its time is excluded from the clock."""
+    eval_steps: Sequence[int] = ()
+    """Numbers of completed steps in [0, T] at which to evaluate (0 = before training)."""
+    progress: Callable[[int, StepResult], None] | None = None
+    """Optional ``progress(step, result)`` after every step (its time is excluded)."""
+    data_range: float = 1.0
+    """Signal range for the logged PSNR."""
+    score_chunk_size: int = 65536
+    """Points per forward in scoring passes."""
+    start_step: int = 0
+    """Resume: index of the first step to run (steps before it were run earlier; restore the model, optimizer and
+    sampler states first)."""
+    history: FitHistory | None = None
+    """Resume: the earlier steps' history (``start_step`` entries), continued in place (clock and counts carry on)."""
+
+
+def _options(options: FitOptions | None, overrides: dict[str, Any]) -> FitOptions:
+    names = {f.name for f in dataclasses.fields(FitOptions)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise TypeError(f"unknown fit option(s) {unknown}; expected FitOptions fields {sorted(names)}")
+    return dataclasses.replace(options or FitOptions(), **overrides)
+
+
 def _synchronize(device: torch.device) -> None:
     """Wait for queued kernels so the wall clock is honest on asynchronous devices."""
     if device.type == "cuda":
@@ -339,62 +418,69 @@ def fit_iter(
     total_steps: int,
     coords: Tensor | None = None,
     targets: Tensor | None = None,
-    *,
-    batch_fn: Callable[[int], tuple[Tensor, Tensor]] | None = None,
-    int_schedule: IntSchedule | None = None,
-    random_subset: bool = False,
-    generator: torch.Generator | None = None,
-    loss: LossKind = "mse",
-    adjust: AdjustFn | None = None,
-    lr_scheduler: Any | None = None,
-    eval_fn: Callable[[nn.Module, int], dict[str, float]] | None = None,
-    eval_steps: Sequence[int] = (),
-    progress: Callable[[int, StepResult], None] | None = None,
-    data_range: float = 1.0,
-    score_chunk_size: int = 65536,
+    options: FitOptions | None = None,
+    **overrides: Any,
 ) -> Iterator[FitHistory]:
     """Generator form of :func:`fit`: yields the (growing) history after every step (and its evaluation).
 
     Several runs can be advanced in lockstep (``for _ in range(T): for run in runs: next(run)``), so load
-    changes on a shared machine hit every run's clock alike. Arguments as :func:`fit`.
+    changes on a shared machine hit every run's clock alike. Arguments as :func:`fit` (validated eagerly).
     """
+    opts = _options(options, overrides)
     if not isinstance(total_steps, int) or total_steps < 1:
         raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
-    if (batch_fn is None) == (coords is None or targets is None) or (coords is None) != (targets is None):
+    if (opts.batch_fn is None) == (coords is None or targets is None) or (coords is None) != (targets is None):
         raise ValueError("give either coords and targets (fixed candidate set) or batch_fn (fresh batch per step)")
-    if batch_fn is None:
+    if opts.batch_fn is None:
         _check_points(coords, targets)
-    if int_schedule is not None and int_schedule.total_steps != total_steps:
-        raise ValueError(
-            f"int_schedule.total_steps ({int_schedule.total_steps}) must equal total_steps ({total_steps})"
-        )
-    evals = sorted(set(int(s) for s in eval_steps))
+    sampler = _make_sampler(opts, total_steps)
+    evals = sorted(set(int(s) for s in opts.eval_steps))
     if evals and (evals[0] < 0 or evals[-1] > total_steps):
         raise ValueError(f"eval_steps must lie in [0, {total_steps}], got {evals[0]}..{evals[-1]}")
-    if evals and eval_fn is None:
+    if evals and opts.eval_fn is None:
         raise ValueError("eval_steps given without eval_fn")
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    return _fit_steps(
-        model,
-        optimizer,
-        total_steps,
-        coords,
-        targets,
-        batch_fn,
-        int_schedule,
-        random_subset,
-        generator,
-        loss,
-        adjust,
-        lr_scheduler,
-        eval_fn,
-        evals,
-        progress,
-        data_range,
-        score_chunk_size,
-        device,
+    if (
+        isinstance(opts.start_step, bool)
+        or not isinstance(opts.start_step, int)
+        or not 0 <= opts.start_step <= total_steps
+    ):
+        raise ValueError(f"start_step must be an int in [0, {total_steps}], got {opts.start_step!r}")
+    done_before = len(opts.history.loss) if opts.history is not None else 0
+    if done_before != opts.start_step:
+        raise ValueError(f"history holds {done_before} steps but start_step is {opts.start_step}")
+    return _fit_steps(model, optimizer, total_steps, coords, targets, opts, sampler, evals)
+
+
+def _make_sampler(opts: FitOptions, total_steps: int) -> IntSampler | None:
+    """The run's sampler: the given one (checked) or the paper's INT / its control from ``int_schedule``."""
+    fresh = opts.batch_fn is not None
+    if opts.sampler is not None:
+        if opts.int_schedule is not None or opts.random_subset:
+            raise ValueError("give either sampler or int_schedule/random_subset, not both")
+        if opts.sampler.total_steps != total_steps:
+            raise ValueError(f"sampler.total_steps ({opts.sampler.total_steps}) must equal total_steps ({total_steps})")
+        if opts.sampler.fresh_candidates != fresh:
+            raise ValueError(
+                f"the sampler was made with fresh_candidates={opts.sampler.fresh_candidates}, but this run has "
+                + ("a fresh batch each step (batch_fn)" if fresh else "a fixed candidate set (coords, targets)")
+            )
+        return opts.sampler
+    if opts.int_schedule is None:
+        if opts.random_subset:
+            raise ValueError("random_subset=True needs an int_schedule (the control shares INT's sizes and schedule)")
+        return None
+    schedule = opts.int_schedule
+    if schedule.total_steps != total_steps:
+        raise ValueError(f"int_schedule.total_steps ({schedule.total_steps}) must equal total_steps ({total_steps})")
+    config = IntSamplerConfig(
+        sampler="random" if opts.random_subset else "int",
+        ratio_kind=schedule.ratio_kind,
+        r0=schedule.r0,
+        interval_kind=schedule.interval_kind,
+        max_interval=schedule.max_interval,
+        reuse="keep",
     )
+    return IntSampler(config, total_steps, fresh_candidates=fresh, generator=opts.generator)
 
 
 def _fit_steps(
@@ -403,63 +489,64 @@ def _fit_steps(
     total_steps: int,
     coords: Tensor | None,
     targets: Tensor | None,
-    batch_fn: Callable[[int], tuple[Tensor, Tensor]] | None,
-    int_schedule: IntSchedule | None,
-    random_subset: bool,
-    generator: torch.Generator | None,
-    loss: LossKind,
-    adjust: AdjustFn | None,
-    lr_scheduler: Any | None,
-    eval_fn: Callable[[nn.Module, int], dict[str, float]] | None,
+    opts: FitOptions,
+    sampler: IntSampler | None,
     evals: list[int],
-    progress: Callable[[int, StepResult], None] | None,
-    data_range: float,
-    score_chunk_size: int,
-    device: torch.device,
 ) -> Iterator[FitHistory]:
     """The training loop behind :func:`fit_iter` (arguments already validated)."""
-    hist = FitHistory()
-    clock, trained, scored = 0.0, 0, 0
-    indices: Tensor | None = None
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    hist = opts.history if opts.history is not None else FitHistory()
+    clock = hist.time[-1] if hist.time else 0.0
+    trained = hist.points_trained[-1] if hist.points_trained else 0
+    scored = hist.points_scored[-1] if hist.points_scored else 0
+    fixed_cells: Tensor | None = None
+    eval_fn = opts.eval_fn
 
     def evaluate(done: int) -> None:
+        assert eval_fn is not None
         hist.eval_steps.append(done)
         hist.eval_time.append(clock)
         hist.eval_points_trained.append(trained)
         hist.eval_points_scored.append(scored)
         hist.eval_metrics.append(dict(eval_fn(model, done)))
 
-    pending = list(evals)
+    pending = [e for e in evals if e > opts.start_step or (e == 0 and opts.start_step == 0)]
     if pending and pending[0] == 0:
         evaluate(pending.pop(0))
-    for step in range(total_steps):
+    for step in range(opts.start_step, total_steps):
         _synchronize(device)
         start = time.perf_counter()
-        if batch_fn is not None:
-            x, y = batch_fn(step)
+        ids: Tensor | None = None
+        if opts.batch_fn is not None:
+            batch = opts.batch_fn(step)
+            x, y = batch[0], batch[1]
+            ids = batch[2] if len(batch) > 2 else None
+            cells = opts.cells_fn(x) if opts.cells_fn is not None and sampler is not None else None
         else:
+            assert coords is not None and targets is not None
             x, y = coords, targets
+            if fixed_cells is None and opts.cells_fn is not None and sampler is not None:
+                fixed_cells = opts.cells_fn(coords)
+            cells = fixed_cells
         result = fit_step(
             model,
             optimizer,
             x,
             y,
             step=step,
-            int_schedule=int_schedule,
-            indices=indices,
-            fresh_candidates=batch_fn is not None,
-            random_subset=random_subset,
-            generator=generator,
-            loss=loss,
-            adjust=adjust,
-            data_range=data_range,
-            score_chunk_size=score_chunk_size,
+            sampler=sampler,
+            ids=ids,
+            cells=cells,
+            loss=opts.loss,
+            adjust=opts.adjust,
+            data_range=opts.data_range,
+            score_chunk_size=opts.score_chunk_size,
         )
-        if lr_scheduler is not None:
-            lr_scheduler.step()
+        if opts.lr_scheduler is not None:
+            opts.lr_scheduler.step()
         _synchronize(device)
         clock += time.perf_counter() - start
-        indices = result.indices if batch_fn is None else None
         trained += result.num_trained
         scored += result.num_scored
         hist.loss.append(result.loss)
@@ -468,8 +555,8 @@ def _fit_steps(
         hist.points_trained.append(trained)
         hist.points_scored.append(scored)
         hist.selected.append(result.selected)
-        if progress is not None:
-            progress(step, result)
+        if opts.progress is not None:
+            opts.progress(step, result)
         if pending and pending[0] == step + 1:
             evaluate(pending.pop(0))
         yield hist
@@ -481,62 +568,25 @@ def fit(
     total_steps: int,
     coords: Tensor | None = None,
     targets: Tensor | None = None,
-    *,
-    batch_fn: Callable[[int], tuple[Tensor, Tensor]] | None = None,
-    int_schedule: IntSchedule | None = None,
-    random_subset: bool = False,
-    generator: torch.Generator | None = None,
-    loss: LossKind = "mse",
-    adjust: AdjustFn | None = None,
-    lr_scheduler: Any | None = None,
-    eval_fn: Callable[[nn.Module, int], dict[str, float]] | None = None,
-    eval_steps: Sequence[int] = (),
-    progress: Callable[[int, StepResult], None] | None = None,
-    data_range: float = 1.0,
-    score_chunk_size: int = 65536,
+    options: FitOptions | None = None,
+    **overrides: Any,
 ) -> FitHistory:
     """Train a coordinate network for ``total_steps`` steps.
 
-    Data: either a fixed candidate set ``coords`` (n, d) / ``targets`` (n, C) trained every step (INT selects
-    within it and reuses the subset between selection steps), or ``batch_fn(step) -> (coords, targets)``
-    giving a fresh batch each step (INT selects on each batch). Give exactly one of the two.
+    Data: either a fixed candidate set ``coords`` (n, d) / ``targets`` (n, C) trained every step (a sampler
+    selects within it), or ``batch_fn(step)`` giving a fresh batch each step (a sampler selects on each batch).
+    Give exactly one of the two.
 
     Args:
         model: maps (m, d) -> (m, C).
         optimizer: any torch optimizer, ``torch.optim.LBFGS`` or ESGD.
         total_steps: number of optimisation steps T.
-        int_schedule: INT schedule (its ``total_steps`` must equal T), or None for plain training.
-        random_subset: INT's random-subset control (needs ``int_schedule``).
-        generator: CPU generator for ``random_subset``.
-        loss: ``mse`` or ``bce``.
-        adjust: optional surrogate-loss hook (see :func:`optimization_step`).
-        lr_scheduler: optional object whose ``step()`` is called after every optimisation step.
-        eval_fn: ``eval_fn(model, steps_done) -> metrics`` called at ``eval_steps``; its time is excluded.
-        eval_steps: numbers of completed steps in [0, T] at which to evaluate (0 = before training).
-        progress: optional ``progress(step, result)`` after every step (its time is excluded).
-        data_range: signal range for the logged PSNR.
-        score_chunk_size: points per forward in INT scoring passes.
+        options: :class:`FitOptions` (sampler, loss, hooks, evaluation, ...).
+        overrides: :class:`FitOptions` fields as keywords (applied on top of ``options``), e.g.
+            ``int_schedule=IntSchedule(T)``, ``eval_fn=..., eval_steps=[0, T]``.
 
     Returns:
         :class:`FitHistory`.
     """
-    steps = fit_iter(
-        model,
-        optimizer,
-        total_steps,
-        coords,
-        targets,
-        batch_fn=batch_fn,
-        int_schedule=int_schedule,
-        random_subset=random_subset,
-        generator=generator,
-        loss=loss,
-        adjust=adjust,
-        lr_scheduler=lr_scheduler,
-        eval_fn=eval_fn,
-        eval_steps=eval_steps,
-        progress=progress,
-        data_range=data_range,
-        score_chunk_size=score_chunk_size,
-    )
+    steps = fit_iter(model, optimizer, total_steps, coords, targets, options, **overrides)
     return deque(steps, maxlen=1)[0]  # the generator yields the same, growing history after every step

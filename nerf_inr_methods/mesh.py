@@ -4,7 +4,10 @@ Works with any callable ``points (n, 3) float32 numpy -> values (n,)`` (numpy ar
 tensor, which is detached and moved to the CPU), so the shape trainer's SDF/occupancy networks and a NeRF
 density field share one implementation. Memory is bounded by ``chunk_size``: grid coordinates are
 generated per chunk (never the full ``(R^3, 3)`` array); only the float32 ``R^3`` volume itself is held
-(``4 R^3`` bytes: 8 MB at 128^3, 512 MB at 512^3).
+(``4 R^3`` bytes: 8 MB at 128^3, 512 MB at 512^3); marching cubes adds two float64 copies (peak
+:data:`GRID_BYTES_PER_POINT` = 20 bytes per grid point). :func:`check_grid_memory` compares that with the memory
+available before any work (commands call it with their flag's name), and the grid evaluation shows a progress
+bar with ETA on a terminal.
 
 Coordinates: the grid samples the closed box ``[bounds_min, bounds_max]`` with ``R`` points per axis
 (spacing ``(max - min) / (R - 1)``, the first and last samples on the box faces). Vertices come out in the
@@ -20,7 +23,9 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
@@ -40,6 +45,10 @@ Inside = Literal["above", "below"]
 
 EXPORT_SUFFIXES: tuple[str, ...] = (".ply", ".obj", ".off", ".stl", ".glb")
 DEFAULT_CHUNK = 1 << 18
+GRID_BYTES_PER_POINT = 20
+"""Peak bytes per grid point of :func:`extract_mesh`: the float32 volume (4) and marching cubes' float64 copies (16)."""
+VOLUME_BYTES_PER_POINT = 4
+"""Bytes per grid point of :func:`evaluate_grid` (the float32 volume)."""
 
 
 def _to_numpy(values: Any, what: str) -> np.ndarray:
@@ -69,6 +78,80 @@ def _resolution(resolution: Resolution) -> tuple[int, int, int]:
     if len(res) != 3 or any(int(r) != r or r < 2 for r in res):
         raise ValueError(f"resolution must be an int >= 2 or 3 ints >= 2, got {resolution!r}")
     return int(res[0]), int(res[1]), int(res[2])
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the process can still allocate without swapping: ``MemAvailable`` of /proc/meminfo (Linux), else the
+    available physical pages (``sysconf``), else None (unknown)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def format_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB' (binary units up to EiB)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024:
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} EiB"
+
+
+def check_grid_memory(
+    resolution: Resolution,
+    flag: str = "resolution",
+    bytes_per_point: int = GRID_BYTES_PER_POINT,
+    available: int | None = None,
+) -> int:
+    """Refuse a grid whose memory (``Rx Ry Rz x bytes_per_point``) exceeds the available memory, before any work.
+
+    Args:
+        resolution: samples per axis (int or 3 ints).
+        flag: the option's name in messages (e.g. ``--resolution``).
+        bytes_per_point: peak bytes per grid point (default: mesh extraction's).
+        available: bytes available (default: :func:`available_memory_bytes`; no check when unknown).
+
+    Returns:
+        The estimated bytes.
+
+    Raises:
+        ValueError: naming ``flag``, the estimate, the available memory and the largest resolution that fits.
+    """
+    try:
+        res = _resolution(resolution)
+    except ValueError:
+        raise ValueError(f"{flag} must be an int >= 2 (or 3 ints >= 2), got {resolution!r}") from None
+    need = res[0] * res[1] * res[2] * int(bytes_per_point)
+    free = available_memory_bytes() if available is None else available
+    if free is not None and need > free:
+        largest = max(2, int(math.floor((free / bytes_per_point) ** (1.0 / 3.0))))
+        shown = res[0] if res[0] == res[1] == res[2] else "x".join(map(str, res))
+        raise ValueError(
+            f"{flag} {shown}: the grid needs about {format_bytes(need)} of memory ({shown}^3 points x "
+            f"{bytes_per_point} bytes), but {format_bytes(free)} is available; use {flag} {largest} or less"
+        )
+    return need
+
+
+def _progress_bar(total: int, enabled: bool | None, description: str) -> Any:
+    """A tqdm bar with ETA on stderr when ``enabled`` (None: only when stderr is a terminal), else None."""
+    if enabled is None:
+        enabled = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm comes with the package's dependencies
+        return None
+    return tqdm(total=total, desc=description, unit="pt", unit_scale=True, dynamic_ncols=True, leave=False)
 
 
 def grid_axes(
@@ -109,6 +192,8 @@ def evaluate_grid(
     bounds_max: Sequence[float] = (0.5, 0.5, 0.5),
     resolution: Resolution = 128,
     chunk_size: int = DEFAULT_CHUNK,
+    progress: bool | None = None,
+    description: str = "grid",
 ) -> np.ndarray:
     """Evaluate ``fn`` on the grid, ``chunk_size`` points per call.
 
@@ -117,17 +202,30 @@ def evaluate_grid(
         bounds_min, bounds_max: box corners, 3 numbers each.
         resolution: samples per axis R (int) or (Rx, Ry, Rz).
         chunk_size: maximum number of points per call of ``fn``.
+        progress: progress bar with ETA on stderr (None: only when stderr is a terminal; False: never).
+        description: the bar's label.
 
     Returns:
         float32 volume, shape (Rx, Ry, Rz), ``volume[i, j, k] = fn(x_i, y_j, z_k)``.
+
+    Raises:
+        ValueError: bad box / resolution, or a volume larger than the available memory.
     """
     res = _resolution(resolution)
+    check_grid_memory(res, "resolution", VOLUME_BYTES_PER_POINT)
     volume = np.empty(res[0] * res[1] * res[2], dtype=np.float32)
-    for start, pts in grid_chunks(bounds_min, bounds_max, res, chunk_size):
-        vals = _to_numpy(fn(pts), "fn").astype(np.float32, copy=False)
-        if vals.size != len(pts):
-            raise ValueError(f"fn must return one value per point: got shape {vals.shape} for {len(pts)} points")
-        volume[start : start + len(pts)] = vals.reshape(-1)
+    bar = _progress_bar(volume.size, progress, description)
+    try:
+        for start, pts in grid_chunks(bounds_min, bounds_max, res, chunk_size):
+            vals = _to_numpy(fn(pts), "fn").astype(np.float32, copy=False)
+            if vals.size != len(pts):
+                raise ValueError(f"fn must return one value per point: got shape {vals.shape} for {len(pts)} points")
+            volume[start : start + len(pts)] = vals.reshape(-1)
+            if bar is not None:
+                bar.update(len(pts))
+    finally:
+        if bar is not None:
+            bar.close()
     return volume.reshape(res)
 
 
@@ -188,6 +286,7 @@ def extract_mesh(
     transform: np.ndarray | None = None,
     vertex_color_fn: ColorFn | None = None,
     volume: np.ndarray | None = None,
+    progress: bool | None = None,
 ) -> trimesh.Trimesh:
     """Evaluate a field on a grid in chunks and extract its ``level`` iso-surface as a trimesh mesh.
 
@@ -203,17 +302,19 @@ def extract_mesh(
         vertex_color_fn: optional ``points (n, 3) -> colours (n, 3|4)`` evaluated at the vertices in box
             (field) coordinates; floats in [0, 1] or uint8.
         volume: optional precomputed (Rx, Ry, Rz) samples (skips the evaluation).
+        progress: progress bar of the grid evaluation (None: only on a terminal; False: never).
 
     Returns:
         ``trimesh.Trimesh`` (not processed: vertices exactly as marching cubes produced them, merged).
 
     Raises:
-        ValueError: bad box/resolution/transform, or the field never crosses ``level`` in the box
-            (the message gives the field's range).
+        ValueError: bad box/resolution/transform, a grid larger than the available memory, or the field never
+            crosses ``level`` in the box (the message gives the field's range).
     """
     res = _resolution(resolution)
+    check_grid_memory(res, "resolution")
     if volume is None:
-        volume = evaluate_grid(fn, bounds_min, bounds_max, res, chunk_size)
+        volume = evaluate_grid(fn, bounds_min, bounds_max, res, chunk_size, progress=progress)
     elif volume.shape != res:
         raise ValueError(f"volume has shape {volume.shape} but resolution is {res}")
     verts, faces = marching_cubes(volume, level, inside, bounds_min, bounds_max)

@@ -11,7 +11,9 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 
+from nerf_inr_methods import reporting
 from nerf_inr_methods.nerfstudio_plugin import compare as cmp
+from nerf_inr_methods.nerfstudio_plugin.compare import discover, evaluation, logs
 
 TINY = {
     "pipeline.model.num_coarse_samples": 8,
@@ -25,11 +27,14 @@ TINY = {
 def test_unroll_running_mean_recovers_per_step_values(buffer_size: int) -> None:
     values = np.random.default_rng(buffer_size).uniform(0.01, 2.0, size=57)
     averages = [np.float32(np.mean(values[max(0, i - buffer_size + 1) : i + 1])) for i in range(len(values))]
-    np.testing.assert_allclose(cmp.unroll_running_mean(averages, buffer_size), values, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(logs.unroll_running_mean(averages, buffer_size), values, rtol=0, atol=1e-5)
 
 
-def _log_like_nerfstudio(log_dir: Path, durations, rays, eval_steps, buffer_size: int, first_step: int = 0) -> None:
-    """Write a tensorboard file through nerfstudio's own writer exactly as Trainer.train logs."""
+def _log_like_nerfstudio(
+    log_dir: Path, durations, rays, eval_steps, buffer_size: int, first_step: int = 0, each_step=None
+) -> None:
+    """Write a tensorboard file through nerfstudio's own writer exactly as Trainer.train logs (``each_step(step)``:
+    what the training callbacks log during an iteration)."""
     from nerfstudio.configs.base_config import LoggingConfig
     from nerfstudio.utils import writer
     from nerfstudio.utils.writer import EventName
@@ -43,6 +48,8 @@ def _log_like_nerfstudio(log_dir: Path, durations, rays, eval_steps, buffer_size
         writer.setup_local_writer(logging, max_iter=len(durations))
         for i, duration in enumerate(durations):
             step = first_step + i
+            if each_step is not None:
+                each_step(step)
             writer.put_time(EventName.ITER_TRAIN_TIME, duration, step=step, avg_over_steps=True, update_eta=True)
             if step > 1:
                 writer.put_time(EventName.TRAIN_RAYS_PER_SEC, rays / max(0.001, duration), step=step)
@@ -70,6 +77,50 @@ def test_training_log_matches_what_nerfstudio_logged(tmp_path: Path) -> None:
     assert log.curve_seconds == pytest.approx([sum(durations[:5]), sum(durations[:20])], rel=1e-5)
 
 
+def test_logged_step_times_win_over_the_running_mean(tmp_path: Path) -> None:
+    """Runs of this package log every step's duration (StepTimer): compare sums those, not the unrolled mean."""
+    from nerfstudio.engine.callbacks import TrainingCallbackLocation
+
+    from nerf_inr_methods.nerfstudio_plugin.step_times import StepTimer
+
+    rng = np.random.default_rng(1)
+    nerfstudio_durations = list(rng.uniform(0.05, 0.5, size=12))  # nerfstudio's timer: the whole iteration
+    step_durations = [0.9 * d for d in nerfstudio_durations]  # ours: forward, backward, optimizer step
+    clock = iter(np.cumsum([x for d in step_durations for x in (1.0, d)]))
+    timer = StepTimer(clock=lambda: float(next(clock)))
+    start, stop = timer.callbacks()
+
+    def each_step(step: int) -> None:
+        start.run_callback_at_location(step, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+        stop.run_callback_at_location(step, TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+
+    _log_like_nerfstudio(tmp_path, nerfstudio_durations, rays=256, eval_steps={9}, buffer_size=5, each_step=each_step)
+    log = cmp.read_training_log(tmp_path, buffer_size=5)
+    assert log.timing == "exact" and log.step_time_source == "logged per step"
+    assert log.train_seconds == pytest.approx(sum(step_durations), rel=1e-5)
+    assert log.curve_seconds == pytest.approx([sum(step_durations[:10])], rel=1e-5)
+    assert log.rays_per_sec == pytest.approx(256 * 10 / sum(step_durations[2:]), rel=1e-4)
+
+
+def test_strict_json_files(tmp_path: Path) -> None:
+    """NaN/inf of every kind become null, paths strings, arrays lists; the file is parsed by a strict reader."""
+    import torch
+
+    payload = {"nan": math.nan, "inf32": np.float32("inf"), "arr": np.array([1.5, np.nan]), "t": torch.tensor(2.0)}
+    payload.update({"path": tmp_path, "tuple": (1, None), 3: True})
+    path = reporting.write_json(payload, tmp_path / "sub" / "out.json")
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"non-strict JSON constant {constant}")
+
+    loaded = json.loads(path.read_text(), parse_constant=refuse)
+    assert loaded == {"nan": None, "inf32": None, "arr": [1.5, None], "t": 2.0, "path": str(tmp_path),
+                      "tuple": [1, None], "3": True}  # fmt: skip
+    assert [p.name for p in path.parent.iterdir()] == ["out.json"]  # no temporary file left
+    with pytest.raises(TypeError, match="not JSON serialisable"):
+        reporting.to_strict_json({"x": object()})
+
+
 def test_events_of_a_later_in_process_training_are_ignored(tmp_path: Path) -> None:
     """nerfstudio's writers are process-wide: a second training in the process also writes to the first's file."""
     from torch.utils.tensorboard import SummaryWriter
@@ -77,7 +128,7 @@ def test_events_of_a_later_in_process_training_are_ignored(tmp_path: Path) -> No
     tb = SummaryWriter(log_dir=str(tmp_path))
     for run, steps in (("own", 6), ("later", 3)):
         for step in range(steps):
-            tb.add_scalar(cmp.ITER_TIME, 1.0 if run == "own" else 100.0, step)
+            tb.add_scalar(logs.ITER_TIME, 1.0 if run == "own" else 100.0, step)
             tb.add_scalar("Eval Images Metrics/psnr", 20.0 if run == "own" else 5.0, step)
     tb.close()
     log = cmp.read_training_log(tmp_path, buffer_size=20)
@@ -88,26 +139,26 @@ def test_events_of_a_later_in_process_training_are_ignored(tmp_path: Path) -> No
 
 
 def test_parse_views() -> None:
-    assert cmp.parse_views("all", 4) == [0, 1, 2, 3]
-    assert cmp.parse_views("every-10", 25) == [0, 10, 20]
-    assert cmp.parse_views("1,3", 4) == [1, 3]
+    assert evaluation.parse_views("all", 4) == [0, 1, 2, 3]
+    assert evaluation.parse_views("every-10", 25) == [0, 10, 20]
+    assert evaluation.parse_views("1,3", 4) == [1, 3]
     for bad in ("every-0", "some", "7"):
         with pytest.raises(ValueError, match="--views"):
-            cmp.parse_views(bad, 4)
+            evaluation.parse_views(bad, 4)
 
 
 def test_noise_rules() -> None:
     # paired over shared seeds: consistent +1 dB with small spread is resolvable
-    paired = cmp.compare_groups({1: 20.0, 2: 21.0, 3: 19.5}, {1: 21.0, 2: 22.1, 3: 20.4}, higher_is_better=True)
+    paired = reporting.compare_groups({1: 20.0, 2: 21.0, 3: 19.5}, {1: 21.0, 2: 22.1, 3: 20.4}, higher_is_better=True)
     assert paired["pairing"] == "paired over 3 seeds" and paired["verdict"] == "better"
     assert paired["difference"] == pytest.approx(1.0)
     # the same means unpaired are drowned by the seed-to-seed spread
-    unpaired = cmp.compare_groups([20.0, 21.0, 19.5], [21.0, 22.1, 20.4], higher_is_better=True)
-    assert unpaired["pairing"] == "unpaired" and unpaired["verdict"] == cmp.NOT_RESOLVABLE
-    assert cmp.compare_groups({1: 10.0, 2: 10.2}, {3: 5.0}, higher_is_better=False)["verdict"] == "better"
-    single = cmp.compare_groups({1: 10.0}, {1: 12.0}, higher_is_better=True)
+    unpaired = reporting.compare_groups([20.0, 21.0, 19.5], [21.0, 22.1, 20.4], higher_is_better=True)
+    assert unpaired["pairing"] == "unpaired" and unpaired["verdict"] == reporting.NOT_RESOLVABLE
+    assert reporting.compare_groups({1: 10.0, 2: 10.2}, {3: 5.0}, higher_is_better=False)["verdict"] == "better"
+    single = reporting.compare_groups({1: 10.0}, {1: 12.0}, higher_is_better=True)
     assert single["verdict"] == "single seed: no noise" and math.isnan(single["noise_std"])
-    report = json.dumps(cmp.to_json({"x": single}), allow_nan=False)
+    report = json.dumps(reporting.to_strict_json({"x": single}), allow_nan=False)
     assert '"noise_std": null' in report
 
 
@@ -128,12 +179,12 @@ def test_groups_ignore_seeds_and_paths_but_not_method_settings() -> None:
 
 def test_find_run_configs_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="--runs"):
-        cmp.find_run_configs([tmp_path / "missing"])
+        discover.find_run_configs([tmp_path / "missing"])
     with pytest.raises(FileNotFoundError, match="no config.yml"):
-        cmp.find_run_configs([tmp_path])
+        discover.find_run_configs([tmp_path])
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / "config.yml").write_text("x")
-    assert cmp.find_run_configs([tmp_path]) == [(tmp_path / "a" / "b" / "config.yml").resolve()]
+    assert discover.find_run_configs([tmp_path]) == [(tmp_path / "a" / "b" / "config.yml").resolve()]
 
 
 @pytest.mark.slow
@@ -157,11 +208,15 @@ def test_compare_two_tiny_runs(tiny_scene: Path, tmp_path: Path, monkeypatch: py
     assert report["metrics"] == ["psnr", "ssim", "train_seconds", "rays_per_sec"]  # LPIPS omitted, not faked
     runs = {r["method"]: r for r in report["runs"]}
     for run in runs.values():
-        assert 0.0 < run["metrics"]["psnr"] < 60.0 and 0.0 < run["metrics"]["ssim"] <= 1.0
+        per_view_psnr = [v["psnr"] for v in run["per_view"]]
+        assert run["metrics"]["psnr"] == pytest.approx(float(np.mean(per_view_psnr)), rel=1e-6)
+        assert 0.0 < run["metrics"]["ssim"] <= 1.0
         assert run["training_log"]["steps_logged"] == 4 and run["training_log"]["timing"] == "exact"
         assert 0.0 < run["train_seconds"] < run["training_log"]["wall_total_seconds"] + 1e-6
         assert run["rays_per_sec"] > 0 and len(run["per_view"]) == 2
     assert runs["inr-nerf"]["training_log"]["curve_step"] == [3]  # logged at step index 2
+    assert runs["inr-nerf"]["training_log"]["step_time_source"] == "logged per step"  # our StepTimer callback
+    assert runs["vanilla-nerf"]["training_log"]["step_time_source"] == "unrolled running mean"  # nerfstudio's method
     assert runs["vanilla-nerf"]["training_log"]["curve_source"] is None
     verdicts = {d["metric"]: d["verdict"] for d in report["differences"]}
     assert set(verdicts) == {"psnr", "ssim", "train_seconds", "rays_per_sec"}
@@ -176,7 +231,10 @@ def test_compare_two_tiny_runs(tiny_scene: Path, tmp_path: Path, monkeypatch: py
     views = imageio.imread(out / "test_view.png")
     assert plot.ndim == 3 and plot.shape[0] > 200 and views.shape[1] > views.shape[0]  # GT + 2 runs side by side
 
-    # the per-view evaluation is ns-eval's: all views agree with runs.evaluate
+    # the per-view evaluation is ns-eval's: all views agree with runs.evaluate, and the kept rendering is the one
+    # the image view's PSNR was measured on
     everything, indices = cmp.evaluate_run(vanilla_path, "all", None)
     assert indices == [0, 1, 2]
     assert everything.metrics["psnr"] == pytest.approx(evaluate(vanilla_path)["psnr"], abs=1e-4)
+    mse = float(np.mean((everything.image - everything.ground_truth) ** 2))
+    assert everything.image_metrics["psnr"] == pytest.approx(-10.0 * math.log10(mse), abs=1e-3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -18,6 +19,7 @@ from nerf_inr_methods.coordfit import (
     psnr_from_mse,
     score_points,
 )
+from nerf_inr_methods.core.int_sampler import IntSampler, IntSamplerConfig
 from nerf_inr_methods.core.int_selection import IntSchedule, select_topk
 
 
@@ -75,14 +77,15 @@ def test_int_fixed_candidates_scores_only_on_selection_steps() -> None:
     model = tiny_mlp()
     x, y = toy_data(n=100)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    sched = IntSchedule(total_steps=40, max_interval=5)
+    sampler = IntSampler(IntSamplerConfig(max_interval=5), total_steps=40)  # the paper's INT: keep the subset
+    sched = sampler.schedule
     sel_steps = set(sched.selection_steps())
     indices = None
     for step in range(40):
         expected = None
         if step in sel_steps:
             expected = select_topk(score_points(model, x, y), sched.ratio(step))
-        res = fit_step(model, opt, x, y, step=step, int_schedule=sched, indices=indices)
+        res = fit_step(model, opt, x, y, step=step, sampler=sampler)
         assert res.selected == (step in sel_steps)
         assert res.num_trained == expected_trained(sched, 100)[step]
         assert res.num_scored == (100 if step in sel_steps else 0)
@@ -108,10 +111,11 @@ def test_full_ratio_selection_scores_nothing_and_is_reused() -> None:
     model = tiny_mlp()
     x, y = toy_data(n=50)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    sched = IntSchedule(total_steps=100, ratio_kind="r-cosine", interval_kind="decremental", max_interval=9)
-    res = fit_step(model, opt, x, y, step=0, int_schedule=sched)  # ratio 1 at step 0
+    config = IntSamplerConfig(ratio_kind="r-cosine", interval_kind="decremental", max_interval=9)
+    sampler = IntSampler(config, total_steps=100)
+    res = fit_step(model, opt, x, y, step=0, sampler=sampler)  # ratio 1 at step 0
     assert res.selected and res.num_scored == 0 and res.num_trained == 50 and res.indices.tolist() == list(range(50))
-    res = fit_step(model, opt, x, y, step=1, int_schedule=sched, indices=res.indices)  # interval 9: reuse
+    res = fit_step(model, opt, x, y, step=1, sampler=sampler)  # interval 9: reuse
     assert not res.selected and res.num_scored == 0 and res.num_trained == 50
 
 
@@ -178,6 +182,8 @@ class FakeESGD(torch.optim.SGD):
         return self.is_curvature_step() and not self.ready
 
     def accumulate_curvature(self, loss: Tensor) -> bool:
+        if self.ready or not self.is_curvature_step():  # as ESGD: a no-op off curvature steps
+            return False
         self.calls.append(("accumulate", loss.item()))
         self.ready = True
         return True
@@ -307,3 +313,54 @@ def test_bad_inputs_raise_clear_errors() -> None:
         fit(model, opt, 5, x, y, eval_fn=lambda m, s: {}, eval_steps=[7])
     with pytest.raises(ValueError, match="does not match"):
         fit(model, opt, 5, x, y.repeat(1, 2))
+
+
+@pytest.mark.parametrize("name", ["soft", "error-map", "two-forward"])
+def test_new_samplers_train_and_count_honestly(name: str) -> None:
+    model = tiny_mlp()
+    x, y = toy_data(n=100)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    config = IntSamplerConfig(sampler=name, max_interval=4, reuse="rerank")  # no guard: exact counts
+    sampler = IntSampler(config, 40, num_points=100, num_cells=25)
+    hist = fit(model, opt, 40, x, y, sampler=sampler, cells_fn=lambda c: torch.arange(c.shape[0]) // 4)
+    assert hist.loss[-1] < hist.loss[0]
+    k_total = sum(sampler.schedule.num_selected(t, 100) for t in range(40))
+    assert hist.points_trained[-1] == k_total
+    if name == "error-map":
+        assert hist.points_scored[-1] == 0 and bool((sampler.error_map_step >= 0).any())
+    elif name == "two-forward":
+        expected = sum(min(100, math.ceil(2 * sampler.schedule.num_selected(t, 100))) for t in range(40))
+        assert hist.points_scored[-1] == expected and all(hist.selected)
+    else:
+        assert hist.points_scored[-1] == 100 * len(sampler.schedule.selection_steps())
+
+
+def test_importance_weights_reach_the_loss() -> None:
+    x, y = toy_data(n=60)
+    config = IntSamplerConfig(sampler="soft", ratio_kind="constant", r0=0.25, alpha=1.0, alpha_warmup=0.0)
+    model = tiny_mlp(3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    reference = tiny_mlp(3)
+    res = fit_step(model, opt, x, y, step=0, sampler=IntSampler(config, 10))
+    w = res.selection.weights
+    assert w is not None and not torch.allclose(w, torch.ones_like(w))
+    weighted = coord_loss(reference(x[res.indices]), y[res.indices], weights=w)
+    weighted.backward()
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+            assert torch.allclose(p, q - 0.1 * q.grad, atol=1e-6)  # SGD moved along the weighted loss
+    assert res.loss == pytest.approx(coord_loss(reference(x[res.indices]), y[res.indices]).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="adjust hook"):
+        optimization_step(model, opt, x, y, adjust=lambda xs, p, ys: coord_loss(p, ys), weights=torch.ones(60))
+
+
+def test_sampler_must_match_the_run() -> None:
+    model = tiny_mlp()
+    x, y = toy_data()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    with pytest.raises(ValueError, match="fresh_candidates"):
+        fit(model, opt, 5, batch_fn=lambda s: (x, y), sampler=IntSampler(IntSamplerConfig(), 5))
+    with pytest.raises(ValueError, match="sampler.total_steps"):
+        fit(model, opt, 5, x, y, sampler=IntSampler(IntSamplerConfig(), 6))
+    with pytest.raises(TypeError, match="unknown fit option"):
+        fit(model, opt, 5, x, y, int_schedul=IntSchedule(5))

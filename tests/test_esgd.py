@@ -133,7 +133,9 @@ def test_missing_graph_raises() -> None:
 def test_state_dict_round_trip() -> None:
     x, y = _data()
     net_a = _net()
-    opt_a = ESGD(net_a.parameters(), lr=0.01, d_warmup=3, update_d_every=4, weight_decay=1e-3)
+    opt_a = ESGD(
+        net_a.parameters(), lr=0.01, d_warmup=3, update_d_every=4, weight_decay=1e-3, init_draws=2, lr_warmup=0.9
+    )
     for _ in range(6):
         _standard_step(net_a, opt_a, x, y)
     buf = io.BytesIO()
@@ -146,6 +148,7 @@ def test_state_dict_round_trip() -> None:
     opt_b = ESGD(net_b.parameters(), lr=0.5)  # hyperparameters come from the checkpoint
     opt_b.load_state_dict(ckpt["opt"])
     assert (opt_b.num_steps, opt_b.update_d_every, opt_b.d_warmup) == (6, 4, 3)
+    assert (opt_b.init_draws, opt_b.lr_warmup) == (2, 0.9)
     assert opt_b.param_groups[0]["lr"] == 0.01
     gen_state = torch.get_rng_state()
     for _ in range(10):
@@ -174,6 +177,10 @@ def test_state_dict_round_trip() -> None:
         (dict(d_warmup=-1), "d_warmup"),
         (dict(hvp_source="fisher"), "hvp_source"),
         (dict(d_bias_correction="none"), "d_bias_correction"),
+        (dict(init_draws=0), "init_draws"),
+        (dict(lr_warmup=1.0), "lr_warmup"),
+        (dict(d_statistic="median"), "d_statistic"),
+        (dict(update_bound=-1.0), "update_bound"),
     ],
 )
 def test_bad_hyperparameters(kwargs: dict, match: str) -> None:
@@ -318,3 +325,161 @@ def test_esgd_image_benchmark_smoke(tmp_path) -> None:
     assert all(len(payload["runs"][k]) == 2 for k in OPTIMIZERS)
     esgd_run = payload["runs"]["esgd"][0]
     assert esgd_run["curvature_steps"] == list(range(40))  # all within the 50-step warm-up
+
+
+# ------------------------------------------------------------------------------ recipes and robustness options
+def test_official_recipe_is_the_constructor_default() -> None:
+    from nerf_inr_methods.core.esgd import RECIPES, ESGDConfig
+
+    x, y = _data()
+    net_a, net_b = _net(), _net()
+    opt_a = ESGD(net_a.parameters(), lr=0.05, d_warmup=2, update_d_every=3, generator=torch.Generator().manual_seed(4))
+    opt_b = ESGDConfig(recipe="official", d_warmup=2, update_d_every=3, rademacher_seed=4).build(
+        net_b.parameters(), lr=0.05
+    )
+    for _ in range(7):
+        _standard_step(net_a, opt_a, x, y)
+        _standard_step(net_b, opt_b, x, y)
+    for pa, pb in zip(net_a.parameters(), net_b.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0)
+    official = RECIPES["official"]
+    assert (opt_a.d_bias_correction, opt_a.init_draws, opt_a.lr_warmup) == (
+        official["d_bias_correction"],
+        official["init_draws"],
+        official["lr_warmup"],
+    )
+    assert (opt_a.d_statistic, opt_a.update_bound) == (official["d_statistic"], official["update_bound"])
+
+
+def test_recipe_resolution_overrides_and_bad_recipe() -> None:
+    from nerf_inr_methods.core.esgd import RECIPES, ESGDConfig
+
+    assert ESGDConfig().recipe == "robust" and ESGDConfig().resolved() == RECIPES["robust"]
+    assert ESGDConfig(recipe="robust", init_draws=1).resolved()["init_draws"] == 1
+    assert ESGDConfig(recipe="official", lr_warmup=0.9).resolved()["lr_warmup"] == 0.9
+    opt = ESGDConfig(recipe="robust", d_statistic="max").build(_net().parameters(), lr=0.1)
+    assert opt.d_statistic == "max" and opt.init_draws == RECIPES["robust"]["init_draws"]
+    with pytest.raises(ValueError, match="recipe"):
+        ESGDConfig(recipe="fast").resolved()  # type: ignore[arg-type]
+
+
+def _least_squares(seed: int = 0) -> tuple[nn.Parameter, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A weight w, data (a, b) and the Hessian 2 a^T a / n of mean((a w - b)^2)."""
+    torch.manual_seed(seed)
+    w = nn.Parameter(torch.randn(4, dtype=torch.float64))
+    a = torch.randn(12, 4, dtype=torch.float64)
+    b = torch.randn(12, dtype=torch.float64)
+    return w, a, b, 2 * a.T @ a / 12
+
+
+def _rademacher_draws(seed: int, n: int, size: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, 2, (size,), generator=g, dtype=torch.float64) * 2 - 1 for _ in range(n)]
+
+
+def test_init_draws_average_the_first_estimate_only() -> None:
+    w, a, b, hess = _least_squares()
+    opt = ESGD([w], lr=0.0, betas=(0.9, 0.0), init_draws=5, generator=torch.Generator().manual_seed(3))
+    draws = _rademacher_draws(3, 6, 4)
+    for _ in range(2):
+        opt.zero_grad()
+        ((a @ w - b) ** 2).mean().backward(create_graph=opt.should_create_graph())
+        opt.step()
+        if opt.num_curvature_steps == 1:  # beta2 = 0: d is exactly this step's estimate
+            expected = torch.stack([(hess @ v) ** 2 for v in draws[:5]]).mean(0)
+            torch.testing.assert_close(opt.state[w]["exp_avg_d"], expected)
+    torch.testing.assert_close(opt.state[w]["exp_avg_d"], (hess @ draws[5]) ** 2)  # one draw from then on
+
+
+def test_lr_warmup_scales_each_update() -> None:
+    steps = {}
+    for warmup in (0.0, 0.99):
+        w, a, b, _ = _least_squares()
+        before = w.detach().clone()
+        opt = ESGD([w], lr=0.1, lr_warmup=warmup, generator=torch.Generator().manual_seed(0))
+        opt.zero_grad()
+        ((a @ w - b) ** 2).mean().backward(create_graph=True)
+        opt.step()
+        steps[warmup] = w.detach() - before
+    torch.testing.assert_close(steps[0.99], (1 - 0.99) * steps[0.0])
+
+
+def test_decayed_max_statistic() -> None:
+    w, a, b, hess = _least_squares()
+    opt = ESGD([w], lr=0.01, betas=(0.9, 0.5), d_statistic="max", generator=torch.Generator().manual_seed(1))
+    v1, v2 = _rademacher_draws(1, 2, 4)
+    for _ in range(2):
+        opt.zero_grad()
+        ((a @ w - b) ** 2).mean().backward(create_graph=True)
+        opt.step()
+    # the second HVP is at the updated w, but the Hessian of a quadratic is constant
+    expected = torch.maximum(0.5 * (hess @ v1) ** 2, (hess @ v2) ** 2)
+    torch.testing.assert_close(opt.state[w]["exp_avg_d"], expected)
+
+
+def test_update_bound_caps_every_entry() -> None:
+    net = _net()
+    x, y = _data()
+    before = [p.detach().clone() for p in net.parameters()]
+    opt = ESGD(net.parameters(), lr=0.3, eps=1e-8, update_bound=0.1, generator=torch.Generator().manual_seed(0))
+    _standard_step(net, opt, x, y)
+    largest = max(float((p.detach() - b).abs().max()) for p, b in zip(net.parameters(), before, strict=True))
+    assert 0 < largest <= 0.3 * 0.1 * (1 + 1e-12)
+
+
+def test_robust_first_step_stays_within_the_init_range() -> None:
+    """The failure the robust recipe fixes (issue 17): on a 4x256 Gaussian MLP at lr 0.15, the official single-draw
+    first step moves some weights by far more than their init range 1/sqrt(256); the robust recipe does not."""
+    from nerf_inr_methods.core.esgd import ESGDConfig
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(512, 2, generator=g) * 2 - 1
+    y = torch.rand(512, 3, generator=g)
+    largest = {}
+    for recipe in ("official", "robust"):
+        torch.manual_seed(1)
+        net = make_mlp(2, 3, width=256, depth=4, activation="gaussian", sigma=0.05)
+        before = [p.detach().clone() for p in net.hidden[1:].parameters()]
+        opt = ESGDConfig(recipe=recipe, rademacher_seed=1).build(net.parameters(), lr=0.15)
+        _standard_step(net, opt, x, y)
+        largest[recipe] = max(
+            float((p.detach() - b).abs().max()) for p, b in zip(net.hidden[1:].parameters(), before, strict=True)
+        )
+    init_range = 1 / 256**0.5
+    assert largest["official"] > init_range and largest["robust"] < 0.5 * init_range
+
+
+@pytest.mark.parametrize("surrogate", [False, True])
+def test_esgd_backward_keeps_the_graph_on_curvature_steps_only(surrogate: bool) -> None:
+    from nerf_inr_methods.core.esgd import esgd_backward
+
+    x, y = _data()
+    net_a, net_b = _net(), _net()
+    kw = dict(lr=0.01, d_warmup=2, update_d_every=3)
+    opt_a = ESGD(net_a.parameters(), generator=torch.Generator().manual_seed(5), **kw)
+    opt_b = ESGD(net_b.parameters(), generator=torch.Generator().manual_seed(5), **kw)
+    kept = []
+    for _ in range(7):
+        _standard_step(net_a, opt_a, x, y)
+        opt_b.zero_grad()
+        out = net_b(x)
+        mse = ((out - y) ** 2).mean()
+        loss = (out * (2.0 / out.numel()) * (out - y).detach()).sum() if surrogate else mse
+        kept.append(esgd_backward(loss, [opt_b], true_loss=mse if surrogate else None))
+        opt_b.step()
+    assert kept == ([False] * 7 if surrogate else [True, True, False, False, True, False, False])
+    for pa, pb in zip(net_a.parameters(), net_b.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-10, atol=1e-12)
+
+
+def test_esgd_backward_needs_accumulate_curvature_for_a_surrogate() -> None:
+    from nerf_inr_methods.core.esgd import esgd_backward
+
+    class GraphOnly:
+        def should_create_graph(self) -> bool:
+            return True
+
+    w = nn.Parameter(torch.ones(2))
+    loss = (w**2).sum()
+    with pytest.raises(ValueError, match="accumulate_curvature"):
+        esgd_backward(loss, GraphOnly(), true_loss=loss)  # type: ignore[arg-type]

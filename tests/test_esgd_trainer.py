@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from nerf_inr_methods.core.esgd import ESGD
+from nerf_inr_methods.core.esgd import ESGD, RECIPES
 from nerf_inr_methods.core.mlp import make_mlp
 
 BIN = Path(sys.executable).parent
@@ -33,8 +33,10 @@ def test_esgd_optimizer_config_builds_esgd_through_nerfstudio_optimizers() -> No
     assert (opt.d_warmup, opt.update_d_every, opt.hvp_source) == (3, 7, "gradient")
     assert opt.param_groups[0]["lr"] == 0.5 and opt.param_groups[0]["eps"] == 1e-4
     assert opt.param_groups[0]["betas"] == (0.9, 0.999) and opt.generator is None
-    seeded = ESGDOptimizerConfig(rademacher_seed=3).setup(params)
+    assert (opt.init_draws, opt.lr_warmup) == (RECIPES["robust"]["init_draws"], RECIPES["robust"]["lr_warmup"])
+    seeded = ESGDOptimizerConfig(rademacher_seed=3, recipe="official").setup(params)
     assert seeded.generator is not None and seeded.param_groups[0]["lr"] == 1.0
+    assert (seeded.init_draws, seeded.d_bias_correction) == (1, "all_steps")
 
 
 def test_seeded_esgd_leaves_the_global_random_stream_alone() -> None:
@@ -51,31 +53,31 @@ def test_seeded_esgd_leaves_the_global_random_stream_alone() -> None:
     assert opt.num_curvature_steps == 1 and torch.equal(torch.rand(3), expected)
 
 
-def test_exp_decay_lr_python_floats_and_checkpoint_safe(tmp_path: Path) -> None:
-    from nerf_inr_methods.nerfstudio_plugin.esgd_trainer import ExpDecayLR, ExpDecaySchedulerConfig
+def test_run_length_decay_is_nerfstudios_exponential_decay(tmp_path: Path) -> None:
+    from nerfstudio.engine.schedulers import ExponentialDecayScheduler
+
+    from nerf_inr_methods.nerfstudio_plugin.esgd_trainer import RunLengthExponentialDecaySchedulerConfig
+    from nerf_inr_methods.nerfstudio_plugin.offline import install
 
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=1.0)
-    scheduler = ExpDecaySchedulerConfig(lr_final=0.01, max_steps=4).setup().get_scheduler(opt, lr_init=1.0)
-    assert isinstance(scheduler, ExpDecayLR)
+    config = RunLengthExponentialDecaySchedulerConfig(lr_final=0.01, max_steps=4)
+    assert config.warmup_steps == 0  # no warm-up: lr(t) = lr * (lr_final / lr) ** min(t / max_steps, 1)
+    scheduler_maker = config.setup()
+    assert isinstance(scheduler_maker, ExponentialDecayScheduler)
+    scheduler = scheduler_maker.get_scheduler(opt, lr_init=1.0)
     lrs = []
     for _ in range(6):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         scheduler.step()
     assert lrs == pytest.approx([1.0, 0.01**0.25, 0.1, 0.01**0.75, 0.01, 0.01])
-    state = scheduler.state_dict()
-    assert all(type(v) is float for v in state["_last_lr"] + state["base_lrs"])
+    install()  # nerfstudio's scheduler states hold numpy floats: allow-listed for torch.load(weights_only=True)
     path = tmp_path / "s.ckpt"
-    torch.save({"schedulers": {"fields": state}}, path)
+    torch.save({"schedulers": {"fields": scheduler.state_dict()}}, path)
     loaded = torch.load(path, weights_only=True)["schedulers"]["fields"]
-    opt2 = torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=1.0)
-    resumed = ExpDecayLR(opt2, lr_init=1.0, lr_final=0.01, max_steps=100)
-    resumed.load_state_dict(loaded)
-    assert resumed.max_steps == 4 and resumed.last_epoch == 6  # the checkpoint's horizon is kept
-    with pytest.raises(ValueError, match="max-steps"):
-        ExpDecayLR(opt2, lr_init=1.0, lr_final=0.01, max_steps=0)
+    assert loaded["last_epoch"] == 6 and loaded["_last_lr"] == [pytest.approx(0.01)]
     with pytest.raises(ValueError, match="max_steps is None"):
-        ExpDecaySchedulerConfig().setup().get_scheduler(opt2, lr_init=1.0)
+        RunLengthExponentialDecaySchedulerConfig().setup().get_scheduler(opt, lr_init=1.0)
 
 
 def test_optimizer_switch_selects_presets() -> None:
@@ -113,18 +115,26 @@ def test_optimizer_switch_parses_from_the_command_line() -> None:
     default = copy.deepcopy(gauss_nerf.config)
     args = ["--optimizer", "adam", "--optimizer-presets.adam.optimizer.lr", "0.002"]
     args += ["--optimizer-presets.esgd.optimizer.hvp-source", "gradient"]
+    args += [
+        "--optimizer-presets.esgd.optimizer.recipe",
+        "official",
+        "--optimizer-presets.esgd.optimizer.init-draws",
+        "3",
+    ]
     parsed = tyro.cli(type(default), default=default, args=args)
     assert parsed.optimizer == "adam"
     assert parsed.selected_optimizers(["fields"])["fields"]["optimizer"].lr == 0.002
-    assert parsed.optimizer_presets["esgd"]["optimizer"].hvp_source == "gradient"
+    esgd = parsed.optimizer_presets["esgd"]["optimizer"]
+    assert (esgd.hvp_source, esgd.recipe, esgd.init_draws) == ("gradient", "official", 3)
+    assert esgd.resolved()["lr_warmup"] == RECIPES["official"]["lr_warmup"]
 
 
 # ----------------------------------------------------------------------------- the trainer on a small MLP
 class MLPPipeline(nn.Module):
     """Stands in for a nerfstudio pipeline: a small Gaussian MLP regressing fixed targets (float64).
 
-    ``surrogate=True`` returns an IGA-like training loss (``(2/N) sum(f * stopgrad(S r))``) and flags it, with the
-    graph-carrying true MSE in the outputs under ``true_loss`` (detached in the metrics), as InrNeRFModel does.
+    ``surrogate=True`` returns an IGA-like training loss (``(2/N) sum(f * stopgrad(S r))``) and the graph-carrying
+    true MSE as the step's curvature loss, as InrPipeline does for InrNeRFModel (``get_train_losses``).
     """
 
     def __init__(self, surrogate: bool = False) -> None:
@@ -149,12 +159,10 @@ class MLPPipeline(nn.Module):
         adjusted = (self.s @ (pred - self.y)).detach()
         return 2.0 / pred.numel() * torch.sum(pred * adjusted), true
 
-    def get_train_loss_dict(self, step: int):
+    def get_train_losses(self, step: int):
         loss, true = self.losses()
         metrics: Dict[str, Any] = {"true_loss": true.detach()}
-        if self.surrogate:
-            metrics["iga_applied"] = torch.tensor(1.0)
-        return {"true_loss": true}, {"loss": loss}, metrics
+        return {}, {"loss": loss}, metrics, (true if self.surrogate else None)
 
 
 def make_trainer(tmp_path: Path, pipeline: MLPPipeline, **config: Any):
@@ -166,6 +174,7 @@ def make_trainer(tmp_path: Path, pipeline: MLPPipeline, **config: Any):
     trainer_config.machine.device_type = "cpu"
     preset = trainer_config.optimizer_presets["esgd"]["optimizer"]
     preset.lr, preset.d_warmup, preset.update_d_every = 0.05, 2, 3
+    preset.recipe = "official"  # the reference run uses ESGD's constructor defaults (the official recipe)
     trainer_config.optimizer_presets["esgd"]["scheduler"].lr_final = 0.0005  # absolute, as nerfstudio's schedulers
     trainer = trainer_config.setup(local_rank=0, world_size=1)
     trainer.pipeline = pipeline  # type: ignore[assignment]
@@ -240,15 +249,21 @@ def test_trainer_with_gradient_clipping_and_g2_ablation(tmp_path: Path) -> None:
     assert any(not torch.equal(b, p) for b, p in zip(before, pipeline.parameters(), strict=True))
 
 
-def test_surrogate_flag_without_true_loss_is_an_error() -> None:
-    from nerf_inr_methods.nerfstudio_plugin.esgd_trainer import curvature_objective
+def test_curvature_loss_must_carry_its_graph() -> None:
+    from types import SimpleNamespace
+
+    from nerf_inr_methods.nerfstudio_plugin.esgd_trainer import train_losses
 
     true = torch.tensor(1.0, requires_grad=True) * 2.0
-    assert curvature_objective({"true_loss": true}, {"iga_applied": torch.tensor(0.0)}) is None
-    assert curvature_objective({"true_loss": true}, {}) is None
-    assert curvature_objective({"true_loss": true}, {"iga_applied": torch.tensor(1.0)}) is true
-    with pytest.raises(ValueError, match="true_loss"):
-        curvature_objective({"true_loss": true.detach()}, {"iga_applied": torch.tensor(1.0)})
+    step = ({}, {"loss": true}, {})
+    assert train_losses(SimpleNamespace(get_train_losses=lambda s: (*step, None)), 0)[3] is None
+    assert train_losses(SimpleNamespace(get_train_losses=lambda s: (*step, true)), 0)[3] is true
+    with pytest.raises(ValueError, match="graph-carrying"):
+        train_losses(SimpleNamespace(get_train_losses=lambda s: (*step, true.detach())), 0)
+    # a model that names a curvature loss needs a pipeline that can ask it (InrPipeline)
+    plain = SimpleNamespace(get_train_loss_dict=lambda step: step, model=SimpleNamespace(curvature_loss=None))
+    with pytest.raises(ValueError, match="InrPipeline"):
+        train_losses(plain, 0)
 
 
 @pytest.mark.parametrize("flag", ["mixed_precision", "use_grad_scaler"])
@@ -323,7 +338,7 @@ def test_esgd_save_load_resume(tiny_scene: Path, tmp_path: Path) -> None:
     ckpt_dir = first.parent / "nerfstudio_models"
     state = torch.load(ckpt_dir / "step-000000003.ckpt", weights_only=True)
     assert state["optimizers"]["fields"]["esgd"]["num_curvature_steps"] == 2  # steps 0, 1
-    assert state["schedulers"]["fields"]["max_steps"] == 4
+    assert state["schedulers"]["fields"]["last_epoch"] == 4
 
     resumed = config(4, "resumed")
     resumed.load_dir = ckpt_dir

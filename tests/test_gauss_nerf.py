@@ -86,6 +86,40 @@ def test_field_layout_is_garf() -> None:
     assert GaussianNeRFField(num_layers=4).position_mlp.skip_layers == ()  # no hidden layer 4: no skip
 
 
+def test_field_layout_garf() -> None:
+    """GARF's NeRF_Gaussian: centred Gaussian embeddings of xyz and directions, the embedding at the skip, linear
+    density and feature layers, one Gaussian head layer of 128 on [feature, direction embedding]."""
+    from nerf_inr_methods.core.mlp import CenteredGaussianActivation
+    from nerf_inr_methods.nerfstudio_plugin.gaussian_field import GaussianNeRFField
+
+    field = GaussianNeRFField(layout="garf")
+    shapes = [(lin.in_features, lin.out_features) for lin in field.linear_layers()]
+    assert shapes == [
+        (3, 256),  # xyz embedding (Gaussian layer 1 of 8)
+        *[(256, 256)] * 5,
+        (512, 256),  # [h, embedding] after hidden layer 4
+        (256, 256),  # Gaussian layer 8
+        (256, 1),  # density (linear, softplus)
+        (256, 256),  # feature (linear)
+        (3, 256),  # direction embedding
+        (512, 128),  # head Gaussian layer on [feature, direction embedding]
+        (128, 3),
+    ]
+    assert (
+        isinstance(field.embedding_activation, CenteredGaussianActivation) and field.embedding_activation.sigma == 0.1
+    )
+    linear_params = {id(p) for lin in field.linear_layers() for p in lin.parameters()}
+    assert linear_params == {id(p) for p in field.parameters()}
+    x = torch.rand(7, 3)
+    pre = field.position_embedding(x)
+    expected = torch.exp(-0.5 * ((pre - pre.mean(-1, keepdim=True)) / 0.1) ** 2)
+    assert torch.allclose(field.embedding_activation(pre), expected)
+    density, feature = field.density_and_feature(x)
+    assert density.shape == (7, 1) and bool((density >= 0).all()) and feature.shape == (7, 256)
+    with pytest.raises(ValueError, match="layout"):
+        GaussianNeRFField(layout="siren")  # type: ignore[arg-type]
+
+
 def test_field_rejects_bad_sizes() -> None:
     from nerf_inr_methods.nerfstudio_plugin.gaussian_field import GaussianNeRFField
 
@@ -95,12 +129,13 @@ def test_field_rejects_bad_sizes() -> None:
         GaussianNeRFField(sigma=0.0)
 
 
-def test_field_entk_layer_factored_matches_reference() -> None:
+@pytest.mark.parametrize("layout", ["nerf", "garf"])
+def test_field_entk_layer_factored_matches_reference(layout: str) -> None:
     """Each nn.Linear is applied once per sample, so IGA's layer-factored eNTK is exact on the Gaussian field."""
     from nerf_inr_methods.core.entk import empirical_ntk_reference
     from nerf_inr_methods.nerfstudio_plugin.iga_nerf import field_outputs_matrix, fine_field_entk
 
-    field = small_field(sigma=0.5).double()
+    field = small_field(sigma=0.5, layout=layout).double()
     samples = ray_samples(6, 1)[:, 0]
     samples.frustums.origins = samples.frustums.origins.double()
     samples.frustums.directions = samples.frustums.directions.double()
@@ -186,7 +221,7 @@ def test_iga_adjusts_the_single_gaussian_field() -> None:
     loss = sum(loss_dict.values())
     params = model.get_param_groups()["fields"]
     grads = torch.autograd.grad(loss, params, retain_graph=True)
-    true_grads = torch.autograd.grad(outputs["true_loss"], params)  # the graph-carrying true loss (for ESGD)
+    true_grads = torch.autograd.grad(model.curvature_loss(outputs, batch), params)  # the true loss (for ESGD)
     assert all(torch.isfinite(g).all() for g in grads)
     assert any(not torch.allclose(g, t) for g, t in zip(grads, true_grads, strict=True))  # adjusted, not the MSE
 
@@ -248,19 +283,8 @@ def test_gauss_nerf_trains_and_evaluates_with_esgd_and_adam(tiny_scene: Path, tm
     assert scheduler["_last_lr"] == [pytest.approx(0.01)] and type(scheduler["_last_lr"][0]) is float
 
 
-def _load_benchmark():
-    import importlib.util
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gauss_esgd.py"
-    spec = importlib.util.spec_from_file_location("gauss_esgd_benchmark", script)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench, script
-
-
 def test_benchmark_counts_double_backward_steps_like_esgd() -> None:
-    bench, _ = _load_benchmark()
+    from benchmarks.gauss_esgd import curvature_steps
     from nerf_inr_methods.core.esgd import ESGD
 
     net = nn.Linear(1, 1)
@@ -271,24 +295,27 @@ def test_benchmark_counts_double_backward_steps_like_esgd() -> None:
             opt.zero_grad()
             net(x).sum().backward()
             opt.step()
-        assert bench.curvature_steps(steps) == opt.num_curvature_steps, steps
+        assert curvature_steps(steps) == opt.num_curvature_steps, steps
 
 
 @pytest.mark.slow
 @pytest.mark.shared_data
-def test_gauss_esgd_benchmark_quick(shared_data: Path) -> None:
+def test_gauss_esgd_benchmark_quick(shared_data: Path, tmp_path: Path) -> None:
     """benchmarks/gauss_esgd.py: tuning, every arm, the summary and the JSON, in a few steps on the real mic."""
     import json
     import math
 
-    bench, script = _load_benchmark()
-    mic = shared_data / "blender" / "mic"
-    args = ["--quick", "--data", str(mic), "--jobs", "1", "--steps", "4", "--eval-every", "2", "--tune-steps", "2"]
-    payload = bench.main(args + ["--arms", "adam", "esgd", "esgd-g2", "vanilla"])
+    from benchmarks.gauss_esgd import ARMS, GaussEsgdConfig, main
+
+    config = GaussEsgdConfig(
+        data=shared_data / "blender" / "mic", steps=4, eval_every=2, view_every=200, seeds=(0,), tune_steps=2,
+        max_extensions=0, jobs=1, out="gauss_esgd_test", results_dir=tmp_path,
+    )  # fmt: skip
+    payload = main(config)
     assert payload["summary_line"].startswith("SUMMARY gauss_esgd")
-    assert set(payload["runs"]["0"]) == {"adam", "esgd", "esgd-g2", "vanilla"}
+    assert set(payload["runs"]["0"]) == set(ARMS)
     assert {len(v) for v in payload["tuning"]["val_psnr"].values()} == {3}  # 3 lrs per tuned arm
     for history in payload["runs"]["0"].values():
         assert history["step"] == [2, 4] and all(math.isfinite(p) for p in history["psnr"])
-    saved = json.loads((script.parent / "results" / "gauss_esgd_quick.json").read_text())
+    saved = json.loads((tmp_path / "gauss_esgd_test.json").read_text())
     assert saved["summary_line"] == payload["summary_line"]

@@ -82,20 +82,20 @@ def test_int_trains_topk_of_the_current_pool_only(tiny_scene: Path, tmp_path: Pa
     schedule = IntSchedule(total_steps=steps, max_interval=4)
     trained = record_trained_indices(pipeline)
     choices = []
-    original_select = pipeline._select
+    sampler = pipeline._ensure_sampler()
+    original_choose = sampler._choose
 
-    def select(pool, k):  # the keys the selection saw, before the training forward refreshes them
-        keys = pool.scores.clone()
-        chosen = original_select(pool, k)
-        choices.append((keys, chosen))
+    def choose(pool, k, alpha, score):  # the keys the selection saw, before the training forward refreshes them
+        chosen = original_choose(pool, k, alpha, score)
+        choices.append((pool.scores.clone(), chosen[0]))
         return chosen
 
-    pipeline._select = select
+    sampler._choose = choose
     refreshes, pool_ids = [], None
     for step in range(steps):
         _, loss_dict, metrics = pipeline.get_train_loss_dict(step)
         assert torch.isfinite(sum(loss_dict.values()))
-        pool = pipeline._pool
+        pool = sampler.pool
         if metrics["int_reselected"]:
             refreshes.append(step)
             assert metrics["rays_scored"] == 64 and id(pool) != pool_ids
@@ -107,7 +107,7 @@ def test_int_trains_topk_of_the_current_pool_only(tiny_scene: Path, tmp_path: Pa
         assert metrics["int_ratio"] == schedule.ratio(step) and metrics["int_interval"] == schedule.interval(step)
         assert pipeline.rays_per_step(step) == (k, 64 if step in schedule.selection_steps() else 0)
         # Never a subset from another batch: every trained ray belongs to the pool of this step.
-        assert as_set(trained[-1]) <= as_set(pool.batch["indices"])
+        assert as_set(trained[-1]) <= as_set(pipeline._pool_batch["indices"])
         keys, chosen = choices[-1]
         others = torch.ones_like(keys, dtype=torch.bool)
         others[chosen] = False
@@ -118,7 +118,7 @@ def test_int_trains_topk_of_the_current_pool_only(tiny_scene: Path, tmp_path: Pa
 def test_pool_scores_are_the_fresh_no_grad_errors(tiny_scene: Path, tmp_path: Path) -> None:
     pipeline = make_pipeline(tiny_scene, tmp_path, int_enabled=True)
     pipeline.get_train_loss_dict(0)
-    pool = pipeline._pool
+    pool = pipeline.int_sampler.pool
     assert not pool.scores.requires_grad and pool.scores.shape == (64,)
     assert torch.all(pool.scores >= 0) and torch.all(pool.scores <= 3.0)  # L1 over 3 channels in [0, 1]
 
@@ -126,28 +126,29 @@ def test_pool_scores_are_the_fresh_no_grad_errors(tiny_scene: Path, tmp_path: Pa
 def test_skipped_pixels_are_counted_and_forced(tiny_scene: Path, tmp_path: Path) -> None:
     pipeline = make_pipeline(tiny_scene, tmp_path, steps=100, int_enabled=True, int_max_skips=2)
     pipeline.get_train_loss_dict(0)  # stage 0: dense interval, a new pool every step
-    pool = pipeline._pool
-    trained = pool.pixel_ids[pool.trained]
-    untrained = pool.pixel_ids[~pool.trained]
+    sampler = pipeline.int_sampler
+    pool = sampler.pool
+    trained = pool.ids[pool.trained]
+    untrained = pool.ids[~pool.trained]
     assert untrained.numel() == 64 - num_selected(64, 0.2)
     untrained = untrained[~torch.isin(untrained, trained)]  # a pixel drawn twice counts as trained
-    pipeline._skips[untrained] = 1
-    pipeline._retire_pool()  # what the next refresh does first: untrained pixels now have 2 = int_max_skips
-    assert torch.all(pipeline._skips[untrained] == 2) and torch.all(pipeline._skips[trained] == 0)
+    sampler.skips[untrained] = 1
+    sampler._retire_pool()  # what the next refresh does first: untrained pixels now have 2 = int_max_skips
+    assert torch.all(sampler.skips[untrained] == 2) and torch.all(sampler.skips[trained] == 0)
     pipeline.get_train_loss_dict(1)  # new pool: any of those pixels drawn again are forced and trained
-    pool = pipeline._pool
+    pool = sampler.pool
     assert not pool.forced.any()
     # A pool holding pixels at the limit trains them first, whatever their scores.
     candidates = torch.nonzero(~pool.trained).squeeze(1)
     low = candidates[torch.argsort(pool.scores[candidates])[:5]]
-    pipeline._skips[pool.pixel_ids[low]] = 2
+    sampler.skips[pool.ids[low]] = 2
     pool.forced[low] = True
     trained_batches = record_trained_indices(pipeline)
     pool.step = 2  # keep this pool for step 2 (interval 1 would otherwise replace it)
     _, _, metrics = pipeline.get_train_loss_dict(2)
-    assert pipeline._pool is pool and metrics["int_forced_rays"] == 5
-    assert as_set(pool.batch["indices"][low]) <= as_set(trained_batches[-1])
-    assert torch.all(pipeline._skips[pool.pixel_ids[low]] == 0) and not pool.forced.any()
+    assert sampler.pool is pool and metrics["int_forced_rays"] == 5
+    assert as_set(pipeline._pool_batch["indices"][low]) <= as_set(trained_batches[-1])
+    assert torch.all(sampler.skips[pool.ids[low]] == 0) and not pool.forced.any()
 
 
 def test_random_subset_control_scores_nothing(tiny_scene: Path, tmp_path: Path) -> None:
@@ -155,14 +156,14 @@ def test_random_subset_control_scores_nothing(tiny_scene: Path, tmp_path: Path) 
     trained = record_trained_indices(pipeline)
     _, _, metrics = pipeline.get_train_loss_dict(0)
     assert metrics["rays_scored"] == 0 and metrics["rays_trained"] == num_selected(64, 0.2)
-    assert as_set(trained[-1]) <= as_set(pipeline._pool.batch["indices"])
+    assert as_set(trained[-1]) <= as_set(pipeline._pool_batch["indices"])
     assert pipeline.rays_per_step(0) == (num_selected(64, 0.2), 0)
 
 
 def test_pool_of_several_batches(tiny_scene: Path, tmp_path: Path) -> None:
     pipeline = make_pipeline(tiny_scene, tmp_path, int_enabled=True, int_pool_batches=3)
     _, _, metrics = pipeline.get_train_loss_dict(0)
-    assert pipeline._pool.scores.shape == (192,) and len(pipeline._pool.ray_bundle) == 192
+    assert pipeline.int_sampler.pool.scores.shape == (192,) and len(pipeline._pool_rays) == 192
     assert metrics["rays_scored"] == 192 and metrics["rays_trained"] == num_selected(64, 0.2)
 
 
@@ -194,13 +195,18 @@ def test_ns_train_int_nerf_help() -> None:
         [str(BIN / "ns-train"), "int-nerf", "--help"], capture_output=True, text=True, timeout=300, check=False
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    for flag in ("--pipeline.int-enabled", "--pipeline.int-random-subset", "--pipeline.int-max-skips"):
+    for flag in (
+        "--pipeline.int-enabled",
+        "--pipeline.int-random-subset",
+        "--pipeline.int-max-skips",
+        "--pipeline.int-sampler",
+    ):
         assert flag in result.stdout
 
 
 @pytest.mark.slow
 @pytest.mark.shared_data
-def test_int_nerf_benchmark_quick(shared_data: Path) -> None:
+def test_int_nerf_benchmark_quick(shared_data: Path, tmp_path: Path) -> None:
     import importlib.util
     import json
 
@@ -209,7 +215,10 @@ def test_int_nerf_benchmark_quick(shared_data: Path) -> None:
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     mic = shared_data / "blender" / "mic"
-    payload = bench.main(["--quick", "--data", str(mic), "--steps", "20", "--arms", "vanilla", "int", "random"])
+    payload = bench.main(
+        ["--quick", "--data", str(mic), "--steps", "20", "--arms", "vanilla", "int", "random"]
+        + ["--results-dir", str(tmp_path)]
+    )
     assert payload["summary_line"].startswith("SUMMARY int_nerf")
     runs = {arm: payload["runs"][arm][0] for arm in ("vanilla", "int", "random")}
     schedule = IntSchedule(total_steps=20, max_interval=10)
@@ -218,7 +227,7 @@ def test_int_nerf_benchmark_quick(shared_data: Path) -> None:
     assert runs["int"]["rays"][-1] == k_total == runs["random"]["rays"][-1]
     assert runs["int"]["scored"][-1] == 256 * len(schedule.selection_steps()) and runs["random"]["scored"][-1] == 0
     assert all(math.isfinite(p) for r in runs.values() for p in r["psnr"])
-    saved = json.loads((script.parent / "results" / "int_nerf_quick.json").read_text())
+    saved = json.loads((tmp_path / "int_nerf_quick.json").read_text())
     assert saved["summary_line"] == payload["summary_line"]
 
 
@@ -248,3 +257,118 @@ def test_training_evaluations_use_every_nth_eval_image(tiny_scene: Path, tmp_pat
 
     with pytest.raises(ValueError, match="training-eval-image-stride"):
         InrPipelineConfig(training_eval_image_stride=0)
+
+
+@pytest.mark.parametrize("name", ["soft", "error-map", "two-forward"])
+def test_new_samplers_on_rays(tiny_scene: Path, tmp_path: Path, name: str) -> None:
+    """Each sampler trains k = ceil(ratio * B) rays of its pool, scores what it says, and (soft, error-map) hands
+    its importance weights to the model's loss."""
+    from nerf_inr_methods.core.int_sampler import LOSS_WEIGHTS_KEY, weighted_mse
+
+    steps = 10
+    pipeline = make_pipeline(
+        tiny_scene, tmp_path, steps=steps, int_enabled=True, int_sampler=name, int_alpha_warmup=0.0, int_pool_batches=2
+    )
+    seen: List[Any] = []
+    original = pipeline.model.get_loss_dict
+
+    def get_loss_dict(outputs, batch, metrics_dict=None):
+        losses = original(outputs, batch, metrics_dict)
+        seen.append((outputs, batch, losses))
+        return losses
+
+    pipeline.model.get_loss_dict = get_loss_dict
+    schedule = IntSchedule(total_steps=steps, max_interval=10)
+    for step in range(steps):
+        _, _, metrics = pipeline.get_train_loss_dict(step)
+        k = num_selected(64, schedule.ratio(step))
+        new_pool = name != "soft" or schedule.is_selection_step(step)  # error-map, two-forward: a pool every step
+        assert metrics["rays_trained"] == k and metrics["int_reselected"] == float(new_pool)
+        expected_scored = {"soft": 128 * new_pool, "error-map": 0, "two-forward": min(128, math.ceil(2 * k))}[name]
+        assert metrics["rays_scored"] == expected_scored
+        outputs, batch, losses = seen[-1]
+        weights = batch.get(LOSS_WEIGHTS_KEY)
+        if name == "two-forward":
+            assert weights is None
+            continue
+        assert metrics["int_alpha"] == pytest.approx(0.6) and weights is not None and weights.shape == (k,)
+        assert float(weights.mean()) == pytest.approx(1.0, rel=1e-5)
+        fine_pred, fine_image = pipeline.model.blended_rgb(outputs, batch)["fine"]
+        assert torch.allclose(losses["rgb_loss_fine"], weighted_mse(fine_pred, fine_image, weights))
+    if name == "error-map":
+        assert bool((pipeline.int_sampler.error_map_step >= 0).any())
+
+
+def test_sampler_options_name_their_flags(tiny_scene: Path, tmp_path: Path) -> None:
+    from nerf_inr_methods.nerfstudio_plugin.int_pipeline import InrPipelineConfig
+
+    with pytest.raises(ValueError, match="--pipeline.int-alpha must be in"):
+        InrPipelineConfig(int_alpha=2.0)
+    with pytest.raises(ValueError, match="--pipeline.int-score-factor"):
+        InrPipelineConfig(int_score_factor=0.5)
+    with pytest.raises(ValueError, match="int-random-subset True is INT's control"):
+        InrPipelineConfig(int_random_subset=True, int_sampler="soft")
+    with pytest.raises(ValueError, match="IGA's surrogate"):
+        make_pipeline(tiny_scene, tmp_path, int_enabled=True, int_sampler="soft", model=_iga_model())
+
+
+def _iga_model():
+    from nerf_inr_methods.nerfstudio_plugin.inr_nerf import InrNeRFModelConfig
+
+    return InrNeRFModelConfig(iga=True)
+
+
+def test_int_schedule_is_safe_before_t_is_known(tiny_scene: Path, tmp_path: Path) -> None:
+    pipeline = make_pipeline(tiny_scene, tmp_path, int_enabled=True)
+    pipeline._total_steps = None  # as when nerfstudio's viewer reads the pipeline before the trainer's callbacks
+    assert pipeline.int_schedule is None
+    pipeline._total_steps = 20
+    assert pipeline.int_schedule == IntSchedule(total_steps=20, max_interval=10)
+
+
+def record_selections(monkeypatch: pytest.MonkeyPatch) -> List[Any]:
+    """Log (step, pixel ids, ratio, weights) of every INT selection in this process."""
+    from nerf_inr_methods.core.int_sampler import IntSampler
+
+    log: List[Any] = []
+    original = IntSampler.select
+
+    def select(self, step, draw, score, batch_size=None):
+        sel = original(self, step, draw, score, batch_size)
+        weights = None if sel.weights is None else sel.weights.clone()
+        log.append((step, self.pool.ids[sel.indices].clone(), sel.ratio, weights))
+        return sel
+
+    monkeypatch.setattr(IntSampler, "select", select)
+    return log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["soft", "error-map"])  # soft: pool scores and loss weights; error-map: the map
+def test_resume_continues_int_exactly(tiny_scene: Path, tmp_path: Path, monkeypatch, name: str) -> None:
+    """N steps straight and N/2 + resume (nerfstudio's --load-dir) + N/2 give the same selections, ratios and
+    weights; resuming into another schedule length is refused with a clear message."""
+    from nerf_inr_methods.nerfstudio_plugin.runs import prepare_config, train
+
+    log = record_selections(monkeypatch)
+    n = 12
+
+    def run(folder: str, steps: int, total: int | None, load_dir: Path | None = None):
+        overrides = {**SMALL, "pipeline.int_sampler": name, "pipeline.int_total_steps": total}
+        overrides.update({"pipeline.int_max_interval": 3, "pipeline.int_alpha_warmup": 0.2})
+        config = prepare_config("int-nerf", tiny_scene, tmp_path / folder, steps=steps, overrides=overrides)
+        config.load_dir = load_dir
+        log.clear()
+        train(config)
+        return list(log), config
+
+    straight, _ = run("straight", n, n)
+    head, first = run("first", n // 2, n)
+    tail, _ = run("resumed", n // 2, None, load_dir=first.get_checkpoint_dir())  # T = resumed step 6 + 6
+    assert [s for s, *_ in head + tail] == list(range(n))
+    for (s1, ids1, r1, w1), (_, ids2, r2, w2) in zip(straight, head + tail, strict=True):
+        assert torch.equal(ids1, ids2) and r1 == r2, s1
+        assert (w1 is None) == (w2 is None) and (w1 is None or torch.allclose(w1, w2, atol=1e-6)), s1
+    assert (name in ("soft", "error-map")) == any(w is not None for *_, w in straight)
+    with pytest.raises(ValueError, match=r"cannot resume INT.*total_steps 12 \(now 13\).*int-total-steps 12"):
+        run("mismatch", n // 2 + 1, None, load_dir=first.get_checkpoint_dir())

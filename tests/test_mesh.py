@@ -121,3 +121,21 @@ def test_bad_arguments_raise_clear_errors() -> None:
         meshlib.extract_mesh(sphere_sdf, resolution=8, transform=np.eye(3))
     with pytest.raises(ValueError, match="chunk_size"):
         meshlib.evaluate_grid(sphere_sdf, resolution=4, chunk_size=0)
+
+
+def test_grid_progress_bar_with_eta_only_when_asked_or_on_a_terminal(capfd) -> None:
+    volume = meshlib.evaluate_grid(sphere_sdf, resolution=16, chunk_size=512, progress=True, description="grid")
+    err = capfd.readouterr().err
+    assert "grid:" in err and "/4.10k" in err and "<" in err  # tqdm: done/total points, elapsed<remaining (ETA)
+    quiet = meshlib.evaluate_grid(sphere_sdf, resolution=16, chunk_size=512, progress=False)
+    auto = meshlib.evaluate_grid(sphere_sdf, resolution=16, chunk_size=512)  # stderr is not a terminal here
+    assert capfd.readouterr().err == ""
+    np.testing.assert_array_equal(quiet, volume)
+    np.testing.assert_array_equal(auto, volume)
+
+
+def test_grids_larger_than_the_memory_are_refused_before_any_work() -> None:
+    calls = []
+    with pytest.raises(ValueError, match=r"resolution 100000: the grid needs about .* PiB"):
+        meshlib.extract_mesh(lambda p: calls.append(1) or sphere_sdf(p), resolution=100000)
+    assert calls == []

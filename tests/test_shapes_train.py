@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -94,9 +95,9 @@ VARIANTS = {
 def test_each_optimizer_and_switch_runs(torus_path: Path, tmp_path: Path, name: str) -> None:
     kw = dict(VARIANTS[name])
     if name == "esgd-gradient-ablation":
-        from nerf_inr_methods.shapes.config import EsgdOptions
+        from nerf_inr_methods.core.esgd import ESGDConfig
 
-        kw["esgd"] = EsgdOptions(hvp_source="gradient")
+        kw["esgd"] = ESGDConfig(hvp_source="gradient")
     cfg = tiny(torus_path, tmp_path, **kw)
     result = train.train_shape(cfg)
     check_run(result.metrics, result.run_dir)
@@ -165,7 +166,7 @@ def test_failed_run_keeps_finished_checkpoints(torus_path: Path, tmp_path: Path,
     cfg = tiny(torus_path, tmp_path, steps=9, points="pool")
 
     def boom(model, done):
-        if done == 6:  # after the step-6 checkpoint was written
+        if done == 6:  # during the step-6 evaluation, before that step's checkpoint (written after it)
             raise RuntimeError("simulated crash")
         return {}
 
@@ -174,8 +175,9 @@ def test_failed_run_keeps_finished_checkpoints(torus_path: Path, tmp_path: Path,
         train.train_shape(cfg, eval_callback=boom)
     ckpts = tmp_path / "run" / "checkpoints"
     names = sorted(p.name for p in ckpts.iterdir())
-    assert names == ["interrupted.pt", "step_0000002.pt", "step_0000004.pt", "step_0000006.pt"]
+    assert names == ["interrupted.pt", "step_0000002.pt", "step_0000004.pt"]
     assert train.load_checkpoint(ckpts / "step_0000004.pt").step == 4
+    assert train.load_checkpoint(ckpts / "interrupted.pt").step == 6
     # A crash while writing a checkpoint leaves the previous one intact and no partial file.
     real_save = torch.save
 
@@ -252,13 +254,13 @@ def test_cli_fit_extract_and_bad_input(torus_path: Path, tmp_path: Path, monkeyp
     cli.entrypoint()
     assert (tmp_path / "cli" / "mesh_10.ply").exists()
     for bad_args, message in (
-        (["fit", "--mesh", str(tmp_path / "missing.obj"), "--output-dir", str(tmp_path)], "mesh file not found"),
+        (["fit", "--mesh", str(tmp_path / "missing.obj"), "--output-dir", str(tmp_path)], "missing.obj does not exist"),
         (
             ["fit", "--mesh", str(tmp_path / "cli" / "config.json"), "--output-dir", str(tmp_path)],
             "unknown mesh format",
         ),
-        (["extract", "--checkpoint", str(tmp_path / "cli" / "config.json")], "not an inr-shape checkpoint"),
-        (["extract", "--checkpoint", str(tmp_path / "nope.pt")], "checkpoint not found"),
+        (["extract", "--checkpoint", str(tmp_path / "cli" / "config.json")], "not a checkpoint"),
+        (["extract", "--checkpoint", str(tmp_path / "nope.pt")], "nope.pt does not exist"),
     ):
         monkeypatch.setattr(sys, "argv", ["inr-shape", *bad_args])
         with pytest.raises(SystemExit) as exc:
@@ -285,3 +287,93 @@ def test_ddp_two_cpu_processes(torus_path: Path, tmp_path: Path) -> None:
     loaded = train.load_checkpoint(run / "checkpoints" / "final.pt")
     x = torch.rand(20, 3) - 0.5
     assert not torch.allclose(loaded.model(x), single.model(x))
+
+
+# ------------------------------------------------------------------------------------------- resume, run folders
+RESUME_VARIANTS = {
+    "adam-fresh": dict(),
+    "int-full": dict(points="full", int_selection=IntOptions(enabled=True, max_interval=2)),
+    "iga-pool": dict(points="pool", iga=IgaOptions(enabled=True, group_size=32, groups_per_step=8, end=3)),
+    "esgd-lr-decay": dict(optimizer="esgd", activation="gaussian", points="pool", lr_final_factor=0.1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESUME_VARIANTS))
+def test_resume_continues_exactly(torus_path: Path, tmp_path: Path, name: str, monkeypatch) -> None:
+    """N steps in one go == N/2 steps, interrupted, then --resume for the rest (same seed): same weights, losses,
+    evaluations; optimizer, LR schedule, sampler, IGA state and random streams all carry on."""
+    from nerf_inr_methods import coordfit
+
+    kw = dict(RESUME_VARIANTS[name], steps=6, eval_every=2, checkpoint_every=4)
+    straight = train.train_shape(tiny(torus_path, tmp_path / "a", **kw))
+    real_step = coordfit.fit_step
+
+    def interrupted_step(*args, **kwargs):
+        if kwargs["step"] == 3:  # Ctrl-C as step 3 starts: interrupted.pt holds the state after 3 steps
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(coordfit, "fit_step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_shape(tiny(torus_path, tmp_path / "b", **kw))
+    monkeypatch.setattr(coordfit, "fit_step", real_step)
+    assert sorted(p.name for p in (tmp_path / "b" / "run" / "checkpoints").iterdir()) == ["interrupted.pt"]
+    resumed = train.train_shape(tiny(torus_path, tmp_path / "b", resume=True, **kw))
+    assert resumed.run_dir == tmp_path / "b" / "run"
+    for key, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)
+    assert resumed.history.loss == straight.history.loss
+    assert resumed.history.points_trained == straight.history.points_trained
+    assert resumed.history.points_scored == straight.history.points_scored
+    curve = {c["step"]: c.get("iou_8") for c in resumed.metrics["eval_curve"]}
+    assert curve == {c["step"]: c.get("iou_8") for c in straight.metrics["eval_curve"]}
+    assert resumed.metrics["iou"] == straight.metrics["iou"]
+    assert len(resumed.cpu_time) == 6 and resumed.cpu_time == sorted(resumed.cpu_time)
+    saved = json.loads((resumed.run_dir / "metrics.json").read_text())
+    assert saved["steps"] == 6 and len(saved["loss_curve"]["loss"]) == 6
+    assert train.load_checkpoint(resumed.run_dir / "checkpoints" / "step_0000004.pt").step == 4
+
+
+def test_resume_from_a_step_checkpoint_skips_a_truncated_newer_one(torus_path: Path, tmp_path: Path) -> None:
+    kw = dict(points="pool", steps=6, eval_every=0, checkpoint_every=2)
+    straight = train.train_shape(tiny(torus_path, tmp_path / "a", **kw))
+    run = tmp_path / "b" / "run"
+    shutil.copytree(straight.run_dir, run)
+    (run / "checkpoints" / "final.pt").unlink()
+    newest = run / "checkpoints" / "step_0000004.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # killed while copying, say
+    with pytest.warns(UserWarning, match="skipping .*step_0000004.pt"):
+        resumed = train.train_shape(tiny(torus_path, tmp_path / "b", resume=True, **kw))
+    for key, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)
+    assert resumed.history.loss == straight.history.loss
+
+
+def test_resume_refuses_other_flags_and_finished_runs(torus_path: Path, tmp_path: Path) -> None:
+    done = train.train_shape(tiny(torus_path, tmp_path, steps=4, checkpoint_every=2))
+    with pytest.raises(ValueError, match="already finished"):
+        train.train_shape(tiny(torus_path, tmp_path, steps=4, resume=True))
+    (done.run_dir / "checkpoints" / "final.pt").unlink()
+    with pytest.raises(ValueError, match=r"--steps 4 \(now 8\).*--width 16 \(now 32\)"):
+        train.train_shape(tiny(torus_path, tmp_path, steps=8, width=32, resume=True))
+    with pytest.raises(FileNotFoundError, match="--resume: .*other.* is not a run folder"):
+        train.train_shape(tiny(torus_path, tmp_path, run_name="other", resume=True))
+
+
+def test_a_second_fit_never_mixes_run_folders(torus_path: Path, tmp_path: Path, capfd) -> None:
+    first = train.train_shape(tiny(torus_path, tmp_path, steps=3))
+    first_metrics = (first.run_dir / "metrics.json").read_text()
+    second = train.train_shape(tiny(torus_path, tmp_path, steps=3, seed=1))
+    assert first.run_dir == tmp_path / "run" and second.run_dir == tmp_path / "run-2"
+    assert "already holds a run; writing this one to" in capfd.readouterr().err
+    assert (first.run_dir / "metrics.json").read_text() == first_metrics  # untouched
+    assert json.loads((second.run_dir / "config.json").read_text())["seed"] == 1
+    (tmp_path / "empty").mkdir()  # an empty folder is used as it is
+    assert train.train_shape(tiny(torus_path, tmp_path, steps=3, run_name="empty")).run_dir == tmp_path / "empty"
+
+
+def test_checkpoints_load_with_weights_only(torus_path: Path, tmp_path: Path) -> None:
+    result = train.train_shape(tiny(torus_path, tmp_path, steps=4, checkpoint_every=2))
+    for path in sorted((result.run_dir / "checkpoints").iterdir()):
+        state = torch.load(path, weights_only=True)  # no allow-list needed: plain containers, tensors, numbers
+        assert state["format"] == train.CHECKPOINT_FORMAT and state["step"] in (2, 4)

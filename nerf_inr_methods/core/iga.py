@@ -7,8 +7,9 @@ group of points, computes the empirical NTK K (n, n) on them (:mod:`nerf_inr_met
 gradient ``J^T (S R)`` where R (n_groups, p, C) holds the residuals of all points, grouped. The gradient is
 produced by the surrogate loss ``(2 / N) sum(f * stopgrad(S R))``; with S = I it is exactly the MSE's.
 
-Plain functions on tensors, plus :class:`IGAAdjust`, a small explicit state object (the cached S for
-``update_every > 1``) that plugs into the coordinate-network loop's ``adjust`` hook.
+Plain functions on tensors; :class:`IGAState`, IGA's only state across steps (the ``update_every`` schedule, the
+latest S, its diagnostics), shared by every adapter; :class:`IGAAdjust`, the coordinate-network loop's ``adjust``
+hook built on it. The NeRF adapter is ``nerfstudio_plugin.iga_nerf``.
 
 Example:
     >>> import torch
@@ -26,10 +27,12 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Dict, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -261,74 +264,151 @@ def max_weight_representatives(weights: Tensor) -> Tensor:
     return w.argmax(dim=1)
 
 
+def _check_integer(value: object, minimum: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
 @dataclass
+class IGAState:
+    """IGA's state across training steps: when S is recomputed, the S in use and the diagnostics of the latest S.
+
+    The one place where IGA's schedule and options live; the coordinate-network hook (:class:`IGAAdjust`) and the
+    NeRF model (``nerfstudio_plugin.inr_nerf``) call :meth:`matrix_for_call` once per training step with their own
+    way of computing the eNTK. Every ``update_every``-th call computes ``S = balance_spectrum(K, end)`` (``identity``:
+    S = I, K is not computed). The calls in between either apply the latest S (``reuse_between_updates``: the groups
+    are the same points every step, e.g. full-batch fitting; a change in the number of groups recomputes S) or are
+    not adjusted (the caller trains on the plain loss; NeRF, whose rays change every step).
+
+    Example:
+        >>> state = IGAState(end=2, update_every=2, reuse_between_updates=False)
+        >>> K = torch.diag(torch.tensor([8.0, 4.0, 2.0, 1.0]))
+        >>> [state.matrix_for_call(4, lambda: K, K) is not None for _ in range(3)]
+        [True, False, True]
+    """
+
+    end: int = 20
+    """Number of top eNTK eigenvalues to balance (clamped by :func:`effective_end`)."""
+    update_every: int = 1
+    """Recompute S every m calls (1 = every step, the paper's setting)."""
+    identity: bool = False
+    """Use S = I (control: same surrogate-loss path, gradient equal to the plain MSE's); no eNTK is computed."""
+    reuse_between_updates: bool = True
+    """Between updates, apply the latest S (True) or leave the call unadjusted (False: ``matrix_for_call`` -> None)."""
+    min_end: int = 0
+    """Smallest accepted ``end`` (a caller may refuse 0, which balances nothing)."""
+    option_names: Mapping[str, str] = field(default_factory=lambda: {"end": "end", "update_every": "update_every"})
+    """How error messages name ``end`` and ``update_every`` (e.g. the command-line flags they came from)."""
+    calls: int = field(default=0, init=False)
+    """Number of calls so far."""
+    matrix: Tensor | None = field(default=None, init=False, repr=False)
+    """The latest S (n_groups, n_groups)."""
+    last_applied: bool = field(default=False, init=False)
+    """Whether the latest call was adjusted (returned an S)."""
+    last_end: int = field(default=0, init=False)
+    """Effective end used by the latest S (after the guards; 0 for S = I)."""
+    last_eigenvalues: Tensor | None = field(default=None, init=False, repr=False)
+    """Descending eNTK eigenvalues (float64, CPU) behind the latest S (None for S = I; empty if eigh failed)."""
+    last_seconds: float = field(default=0.0, init=False)
+    """Seconds spent on the latest S (eNTK + eigh; 0 for S = I)."""
+
+    def __post_init__(self) -> None:
+        self.end = _check_integer(self.end, self.min_end, self.option_names["end"])
+        self.update_every = _check_integer(self.update_every, 1, self.option_names["update_every"])
+
+    def reset(self) -> None:
+        """Forget the latest S and the call counter."""
+        self.calls = 0
+        self.matrix = None
+        self.last_applied = False
+        self.last_end = 0
+        self.last_eigenvalues = None
+        self.last_seconds = 0.0
+
+    def matrix_for_call(self, n_groups: int, kernel: Callable[[], Tensor], like: Tensor) -> Tensor | None:
+        """S (n_groups, n_groups) for this call (detached), or None when this call is not adjusted.
+
+        Args:
+            n_groups: number of groups n of this call.
+            kernel: computes the eNTK K (n, n) of this call's representatives; called only when S is recomputed.
+            like: a tensor whose dtype and device S = I takes (e.g. the residual).
+        """
+        update = self.calls % self.update_every == 0
+        self.calls += 1
+        if self.reuse_between_updates:
+            update = update or self.matrix is None or self.matrix.shape[0] != n_groups
+        self.last_applied = update or self.reuse_between_updates
+        if update:
+            self.matrix = self._balance(n_groups, kernel, like)
+        return self.matrix if self.last_applied else None
+
+    def _balance(self, n_groups: int, kernel: Callable[[], Tensor], like: Tensor) -> Tensor:
+        if self.identity:
+            self.last_end, self.last_eigenvalues, self.last_seconds = 0, None, 0.0
+            return torch.eye(n_groups, dtype=like.dtype, device=like.device)
+        start = time.perf_counter()
+        info = balance_spectrum_info(kernel(), self.end)
+        self.last_end, self.last_eigenvalues = info.end, info.eigenvalues.cpu()
+        self.last_seconds = time.perf_counter() - start
+        return info.matrix
+
+    def diagnostics(self) -> Dict[str, float]:
+        """Logged values of the latest S: ``iga_end``, and unless S = I ``iga_eig_top``, ``iga_eig_end`` (the
+        eigenvalues lambda_0 and lambda_end of K, NaN if eigh failed) and ``iga_seconds`` (eNTK + eigh)."""
+        if self.last_eigenvalues is None:
+            return {"iga_end": float(self.last_end)}
+        lam = self.last_eigenvalues
+        return {
+            "iga_end": float(self.last_end),
+            "iga_eig_top": float(lam[0]) if lam.numel() else math.nan,
+            "iga_eig_end": float(lam[self.last_end]) if lam.numel() else math.nan,
+            "iga_seconds": self.last_seconds,
+        }
+
+
 class IGAAdjust:
     """``adjust`` hook for the coordinate-network loop: IGA's surrogate loss on one step's points.
 
     Call signature (``nerf_inr_methods.coordfit``): ``adjust(coords (N, D), preds (N, C), targets (N, C))
     -> scalar loss``, with points contiguous in groups of ``group_size``. Per call: residual R = preds -
     targets (detached), one representative per group (max L1 residual), eNTK of ``field_fn`` on the
-    representatives, S = :func:`balance_spectrum` (recomputed every ``update_every`` calls, or when the
-    number of groups changes), loss = :func:`iga_surrogate_loss` (preds, S R). ``identity=True`` uses
-    S = I through the same path (control; no eNTK is computed), whose gradient equals the MSE's.
-
-    The only state is the cached S and counters, held in this object (``reset()`` clears them).
-    With ``update_every > 1`` the cached S is only meaningful if the groups are the same points every step
+    representatives, S from :class:`IGAState` (recomputed every ``update_every`` calls, or when the number of
+    groups changes; the latest S is applied in between), loss = :func:`iga_surrogate_loss` (preds, S R).
+    ``identity=True`` uses S = I through the same path (control; no eNTK is computed), whose gradient equals the
+    MSE's. With ``update_every > 1`` the latest S is only meaningful if the groups are the same points every step
     (full-batch fitting).
+
+    Args:
+        model: module whose trainable parameters define the eNTK (the field being trained).
+        end: number of top eNTK eigenvalues to balance (public image configs: 20 for ReLU+PE, 25 otherwise).
+        group_size: points per group p (images: a 32x32 patch = 1024 contiguous pixels).
+        update_every: recompute S every m calls (1 = every step, the paper's setting).
+        identity: use S = I (control: same surrogate-loss path, gradient equal to the plain MSE's).
+        field_fn: maps representative coords (n, D) to the predictions (n, C) the loss sees; default ``model``.
+        other_params: trainable parameters outside nn.Linear: see :func:`nerf_inr_methods.core.entk.empirical_ntk`.
     """
 
-    model: nn.Module
-    """Module whose trainable parameters define the eNTK (the field being trained)."""
-    end: int = 20
-    """Number of top eNTK eigenvalues to balance (public image configs: 20 for ReLU+PE, 25 otherwise)."""
-    group_size: int = 1024
-    """Points per group p (images: a 32x32 patch = 1024 contiguous pixels)."""
-    update_every: int = 1
-    """Recompute S every m calls (1 = every step, the paper's setting)."""
-    identity: bool = False
-    """Use S = I (control: same surrogate-loss path, gradient equal to the plain MSE's)."""
-    field_fn: Callable[[Tensor], Tensor] | None = None
-    """Maps representative coords (n, D) to the predictions (n, C) the loss sees; default ``model``."""
-    other_params: OtherParams = "error"
-    """Trainable parameters outside nn.Linear: see :func:`nerf_inr_methods.core.entk.empirical_ntk`."""
-    calls: int = field(default=0, init=False)
-    """Number of calls so far."""
-    matrix: Tensor | None = field(default=None, init=False, repr=False)
-    """Cached S (n_groups, n_groups)."""
-    last_end: int = field(default=0, init=False)
-    """Effective end used by the latest S (after the guards)."""
-    last_eigenvalues: Tensor | None = field(default=None, init=False, repr=False)
-    """Descending eNTK eigenvalues (float64, CPU) behind the latest S."""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.model, nn.Module):
-            raise ValueError(f"IGAAdjust: model must be an nn.Module, got {type(self.model).__name__}")
-        if isinstance(self.end, bool) or int(self.end) != self.end or self.end < 0:
-            raise ValueError(f"IGAAdjust: end must be an integer >= 0, got {self.end!r}")
-        _check_group_size(self.group_size, "IGAAdjust")
-        if isinstance(self.update_every, bool) or int(self.update_every) != self.update_every or self.update_every < 1:
-            raise ValueError(f"IGAAdjust: update_every must be an integer >= 1, got {self.update_every!r}")
-
-    def reset(self) -> None:
-        """Forget the cached S and the call counter."""
-        self.calls = 0
-        self.matrix = None
-        self.last_end = 0
-        self.last_eigenvalues = None
-
-    def compute_matrix(self, coords: Tensor, residual: Tensor) -> Tensor:
-        """S (n_groups, n_groups) from coords (N, D) and detached residual (N, C); updates ``last_*``."""
-        n_groups = math.ceil(residual.shape[0] / self.group_size)
-        if self.identity:
-            self.last_end, self.last_eigenvalues = 0, None
-            return torch.eye(n_groups, dtype=residual.dtype, device=residual.device)
-        reps = max_residual_representatives(residual, self.group_size)
-        fn = self.field_fn if self.field_fn is not None else self.model
-        rep_coords = coords[reps].detach()
-        kernel = empirical_ntk(self.model, lambda: fn(rep_coords), other_params=self.other_params)
-        info = balance_spectrum_info(kernel, self.end)
-        self.last_end, self.last_eigenvalues = info.end, info.eigenvalues.cpu()
-        return info.matrix
+    def __init__(
+        self,
+        model: nn.Module,
+        end: int = 20,
+        group_size: int = 1024,
+        update_every: int = 1,
+        identity: bool = False,
+        field_fn: Callable[[Tensor], Tensor] | None = None,
+        other_params: OtherParams = "error",
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"IGAAdjust: model must be an nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.group_size = _check_group_size(group_size, "IGAAdjust")
+        self.field_fn = field_fn
+        self.other_params = other_params
+        names = {"end": "IGAAdjust: end", "update_every": "IGAAdjust: update_every"}
+        self.state = IGAState(end=end, update_every=update_every, identity=identity, option_names=names)
+        """Schedule, latest S and diagnostics (``state.matrix``, ``state.last_end``, ...; ``state.reset()`` forgets
+        them). The latest S is applied between updates: the groups are the same points every step."""
 
     def __call__(self, coords: Tensor, preds: Tensor, targets: Tensor) -> Tensor:
         """coords (N, D), preds (N, C) with graph, targets (N, C) -> scalar surrogate loss."""
@@ -341,24 +421,13 @@ class IGAAdjust:
             )
         residual = (preds - targets).detach()
         n_pts = residual.shape[0]
-        n_groups = math.ceil(n_pts / self.group_size)
-        stale = self.matrix is None or self.matrix.shape[0] != n_groups or self.calls % self.update_every == 0
-        if stale:
-            self.matrix = self.compute_matrix(coords, residual)
-        self.calls += 1
-        adjusted = ungroup_points(adjust_residual(self.matrix, group_points(residual, self.group_size)), n_pts)
+
+        def kernel() -> Tensor:
+            rep_coords = coords[max_residual_representatives(residual, self.group_size)].detach()
+            fn = self.field_fn if self.field_fn is not None else self.model
+            return empirical_ntk(self.model, lambda: fn(rep_coords), other_params=self.other_params)
+
+        s_matrix = self.state.matrix_for_call(math.ceil(n_pts / self.group_size), kernel, residual)
+        assert s_matrix is not None  # reuse_between_updates: every call is adjusted
+        adjusted = ungroup_points(adjust_residual(s_matrix, group_points(residual, self.group_size)), n_pts)
         return iga_surrogate_loss(preds, adjusted)
-
-
-def make_iga_adjust(
-    model: nn.Module,
-    end: int = 20,
-    group_size: int = 1024,
-    update_every: int = 1,
-    identity: bool = False,
-    field_fn: Callable[[Tensor], Tensor] | None = None,
-) -> IGAAdjust:
-    """Build the coordinate-loop ``adjust`` hook; see :class:`IGAAdjust` for the arguments."""
-    return IGAAdjust(
-        model=model, end=end, group_size=group_size, update_every=update_every, identity=identity, field_fn=field_fn
-    )

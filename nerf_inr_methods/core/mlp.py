@@ -67,6 +67,22 @@ class GaussianActivation(nn.Module):
         return f"sigma={self.sigma}"
 
 
+class CenteredGaussianActivation(GaussianActivation):
+    """GARF's Gaussian embedding: ``exp(-(x - mean(x))^2 / (2 sigma^2))``, the mean taken over the last axis.
+
+    Applied after the first linear layer of GARF's fields (``gaussian_init_d`` / ``gaussian_init_c`` in
+    sfchng/Gaussian-Activated-Radiance-Fields): each sample's pre-activations are centred on their mean over the
+    features before the bump, which keeps part of the features active wherever the input lies.
+
+    Args:
+        sigma: width of the Gaussian (> 0).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (..., F) pre-activations -> (..., F) float32 activations in (0, 1]."""
+        return gaussian_activation(x - x.mean(dim=-1, keepdim=True), self.sigma)
+
+
 class Sine(nn.Module):
     """SIREN activation ``sin(w0 * x)``.
 

@@ -13,12 +13,16 @@ Command line (every method's trainer config is :class:`ESGDTrainerConfig`):
   BARF/GARF, both decaying exponentially over the run), e.g. ``ns-train gauss-nerf --optimizer adam`` for the
   control, ``--optimizer-presets.esgd.optimizer.lr 0.5`` to change ESGD's lr, and
   ``--optimizer-presets.esgd.optimizer.hvp-source gradient`` for the g^2 ablation.
+- ``--optimizer-presets.esgd.optimizer.recipe official`` trains with the official INR code's recipe instead of the
+  robust default (``core.esgd.ESGDConfig``; every field of it is a flag of ``--optimizer-presets.esgd.optimizer``).
 - ``ESGDOptimizerConfig`` also works in a plain ``optimizers={"fields": {"optimizer": ESGDOptimizerConfig(...)}}``.
+- The lr schedules are nerfstudio's ``ExponentialDecayScheduler`` (no warm-up), whose ``max_steps`` defaults to the
+  run's ``max-num-iterations`` here (:class:`RunLengthExponentialDecaySchedulerConfig`).
 
 With IGA (whose training loss is a stop-gradient surrogate) the Hessian-vector products are taken on the true MSE:
-on steps where the model's metrics dict has ``iga_applied`` = 1, the trainer calls
-``optimizer.accumulate_curvature(outputs["true_loss"])`` (the graph-carrying true loss InrNeRFModel puts in its
-outputs, see ``iga_nerf``) before the surrogate's backward.
+the trainer asks the pipeline for the step's curvature loss (``InrPipeline.get_train_losses``, which calls the
+model's ``InrNeRFModel.curvature_loss``: the graph-carrying true loss on IGA-adjusted steps, else None), and the
+backward (``core.esgd.esgd_backward``) first takes its curvature, then backpropagates the surrogate.
 
 Not supported with ESGD (refused with a message): mixed precision / grad scaler (autocast and loss scaling corrupt
 the double backward, and the Gaussian field is fp32) and multi-GPU DDP (no double backward through its reducer).
@@ -28,135 +32,85 @@ from __future__ import annotations
 
 import copy
 import functools
-import math
-import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Literal, Tuple, Type, cast
 
 import torch
 from nerfstudio.engine.optimizers import AdamOptimizerConfig, OptimizerConfig, Optimizers
-from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
+from nerfstudio.engine.schedulers import ExponentialDecayScheduler, ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TRAIN_INTERATION_OUTPUT, Trainer, TrainerConfig
 from nerfstudio.utils import profiler
+from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from nerf_inr_methods.core.esgd import ESGD, DBiasCorrection, HvpSource
-from nerf_inr_methods.nerfstudio_plugin.iga_nerf import TRUE_LOSS_KEY
+from nerf_inr_methods.core.esgd import ESGD, ESGDConfig, esgd_backward
+from nerf_inr_methods.nerfstudio_plugin.checkpoints import restore_trainer, save_trainer_checkpoint
+from nerf_inr_methods.nerfstudio_plugin.preflight import preflight
 
-SURROGATE_LOSS_FLAG = "iga_applied"
-"""Metrics-dict key set to 1 by the model on steps whose training loss is a surrogate (IGA); the curvature is then
-taken on the model outputs' ``TRUE_LOSS_KEY`` entry (the graph-carrying true loss)."""
 OptimizerChoice = Literal["configured", "esgd", "adam"]
 OPTIMIZER_CHOICES: Tuple[str, ...] = ("configured", "esgd", "adam")
 
 
 @dataclass
-class ESGDOptimizerConfig(OptimizerConfig):
-    """ESGD (equilibrated SGD with Adam-style momentum) with the official INR code's defaults and NeRF's lr 1."""
+class ESGDOptimizerConfig(ESGDConfig, OptimizerConfig):
+    """ESGD as a nerfstudio optimizer config: the core's ESGDConfig (recipe, curvature schedule, robustness options)
+    plus nerfstudio's lr and gradient clipping; NeRF's lr 1 by default."""
 
     _target: Type = ESGD
     lr: float = 1.0
     """Step size (NeRF: 1 decaying exponentially to 0.01; images and shapes: 0.15)."""
-    eps: float = 1e-4
-    """Added to sqrt(d_hat) in the denominator."""
-    betas: Tuple[float, float] = (0.9, 0.999)
-    """EMA factors of the gradient and of the squared Hessian-vector products."""
-    weight_decay: float = 0.0
-    """Decoupled weight decay."""
-    update_d_every: int = 100
-    """After the warm-up, estimate the curvature (one double backward) every this many steps."""
-    d_warmup: int = 50
-    """Number of initial steps that all estimate the curvature."""
-    hvp_source: HvpSource = "hessian"
-    """hessian: ESGD. gradient: the ablation with (Hv)^2 replaced by g^2 on the same schedule (no double backward)."""
-    d_bias_correction: DBiasCorrection = "curvature_steps"
-    """Bias correction of d: by the number of curvature steps, or by all steps (official code: implicit warm-up)."""
-    rademacher_seed: int | None = None
-    """Seed of a private generator for the Rademacher vectors of the HVPs (None: torch's global RNG). With a seed,
-    ESGD leaves the global random stream (ray sampling) as an Adam run's; its state is not checkpointed."""
 
     def setup(self, params: Any) -> ESGD:
         """ESGD on ``params`` (a list of parameters or of parameter-group dicts) with this config."""
-        generator = None
-        if self.rademacher_seed is not None:
-            generator = torch.Generator().manual_seed(int(self.rademacher_seed))
-        return ESGD(
-            params,
-            lr=self.lr,
-            betas=tuple(self.betas),  # type: ignore[arg-type]
-            eps=self.eps,
-            weight_decay=self.weight_decay,
-            update_d_every=self.update_d_every,
-            d_warmup=self.d_warmup,
-            hvp_source=self.hvp_source,
-            d_bias_correction=self.d_bias_correction,
-            generator=generator,
-        )
+        return self.build(params, lr=self.lr)
 
 
 @dataclass
-class ExpDecaySchedulerConfig(SchedulerConfig):
-    """Exponential (log-linear) decay of the lr from the optimizer's lr to lr_final, then constant; python floats."""
+class RunLengthExponentialDecaySchedulerConfig(ExponentialDecaySchedulerConfig):
+    """nerfstudio's exponential decay from the optimizer's lr to lr_final (no warm-up by default), over the run's
+    length unless max_steps is given."""
 
-    _target: Type = field(default_factory=lambda: ExpDecayScheduler)
-    lr_final: float = 0.01
-    """Learning rate reached at max-steps."""
+    _target: Type = field(default_factory=lambda: RunLengthExponentialDecayScheduler)
     max_steps: int | None = None
-    """Steps of the decay. None: the run's max-num-iterations (a resumed run keeps the value in its checkpoint)."""
+    """Steps of the decay. None: the run's max-num-iterations (set by ESGDTrainerConfig.selected_optimizers)."""
 
 
-class ExpDecayScheduler(Scheduler):
-    """Builds :class:`ExpDecayLR` from an :class:`ExpDecaySchedulerConfig` (whose max_steps must be set)."""
+class RunLengthExponentialDecayScheduler(ExponentialDecayScheduler):
+    """nerfstudio's ExponentialDecayScheduler, refusing a max_steps left at None (the trainer fills it)."""
 
-    config: ExpDecaySchedulerConfig
+    config: RunLengthExponentialDecaySchedulerConfig
 
     def get_scheduler(self, optimizer: Optimizer, lr_init: float) -> LRScheduler:
+        if self.config.max_steps is None and self.config.lr_final is None:  # constant lr: no length needed
+            self.config = replace(self.config, max_steps=1)
         if self.config.max_steps is None:
             raise ValueError(
-                "ExpDecaySchedulerConfig.max_steps is None: train through ESGDTrainer (which sets it to "
-                "max-num-iterations) or set --optimizers.<group>.scheduler.max-steps"
+                "RunLengthExponentialDecaySchedulerConfig.max_steps is None: train through ESGDTrainer (which sets it "
+                "to max-num-iterations) or set --optimizers.<group>.scheduler.max-steps"
             )
-        return ExpDecayLR(optimizer, lr_init=lr_init, lr_final=self.config.lr_final, max_steps=self.config.max_steps)
-
-
-class ExpDecayLR(LRScheduler):
-    """``lr(t) = base_lr * (lr_final / lr_init) ** min(t / max_steps, 1)`` at step t (python floats, checkpoint-safe).
-
-    Args:
-        optimizer: the optimizer whose groups' lr is set (each group scales from its own initial lr).
-        lr_init: the configured lr (> 0) that ``lr_final`` is relative to.
-        lr_final: lr reached at ``max_steps`` (> 0).
-        max_steps: number of steps of the decay (>= 1).
-    """
-
-    def __init__(self, optimizer: Optimizer, lr_init: float, lr_final: float, max_steps: int, last_epoch: int = -1):
-        if not (math.isfinite(lr_init) and lr_init > 0 and math.isfinite(lr_final) and lr_final > 0):
-            raise ValueError(f"exponential lr decay needs lr > 0 and lr-final > 0, got lr {lr_init!r}, {lr_final!r}")
-        if isinstance(max_steps, bool) or int(max_steps) != max_steps or max_steps < 1:
-            raise ValueError(f"exponential lr decay: max-steps must be an integer >= 1, got {max_steps!r}")
-        self.ratio = float(lr_final) / float(lr_init)
-        self.max_steps = int(max_steps)
-        super().__init__(optimizer, last_epoch)
-
-    def factor(self, step: int) -> float:
-        """Multiplier of the initial lr at ``step`` (1 at step 0, lr_final / lr_init from max_steps on)."""
-        return float(self.ratio ** min(max(step, 0) / self.max_steps, 1.0))
-
-    def get_lr(self) -> List[float]:
-        return [float(base) * self.factor(self.last_epoch) for base in self.base_lrs]
+        scheduler = super().get_scheduler(optimizer, lr_init)
+        # nerfstudio's factor is a numpy float: keep lrs (and checkpointed scheduler states) plain Python floats
+        scheduler.lr_lambdas = [lambda step, f=f: float(f(step)) for f in scheduler.lr_lambdas]
+        for group in scheduler.optimizer.param_groups:
+            group["lr"] = float(group["lr"])
+        return scheduler
 
 
 def esgd_preset() -> Dict[str, Any]:
     """ESGD lr 1 decaying exponentially to 0.01 over the run (methods.md, NeRF)."""
-    return {"optimizer": ESGDOptimizerConfig(lr=1.0), "scheduler": ExpDecaySchedulerConfig(lr_final=0.01)}
+    return {
+        "optimizer": ESGDOptimizerConfig(lr=1.0),
+        "scheduler": RunLengthExponentialDecaySchedulerConfig(lr_final=0.01),
+    }
 
 
 def adam_preset() -> Dict[str, Any]:
     """Adam lr 5e-4 decaying exponentially to 1e-4 over the run (BARF/GARF's NeRF schedule)."""
-    return {"optimizer": AdamOptimizerConfig(lr=5e-4, eps=1e-8), "scheduler": ExpDecaySchedulerConfig(lr_final=1e-4)}
+    scheduler = RunLengthExponentialDecaySchedulerConfig(lr_final=1e-4)
+    return {"optimizer": AdamOptimizerConfig(lr=5e-4, eps=1e-8), "scheduler": scheduler}
 
 
 @dataclass
@@ -176,9 +130,15 @@ class ESGDTrainerConfig(TrainerConfig):
     many, and x86 arithmetic on them is slow (measured here: a trained iga-nerf step 0.31 -> 0.11 s, vanilla
     0.22 -> 0.12 s). Values below 1e-38 become 0; no effect on CUDA."""
 
+    def print_to_terminal(self) -> None:
+        """Check the flags and data and settle the near/far planes (:func:`preflight.preflight`), then print the config:
+        ns-train calls this first after parsing, so bad input fails in one line before any long work."""
+        preflight(self)
+        super().print_to_terminal()
+
     def selected_optimizers(self, group_names: List[str]) -> Dict[str, Dict[str, Any]]:
         """Per parameter group, a copy of the {"optimizer", "scheduler"} configs the run uses, with every
-        :class:`ExpDecaySchedulerConfig` whose max_steps is None set to max-num-iterations.
+        :class:`RunLengthExponentialDecaySchedulerConfig` whose max_steps is None set to max-num-iterations.
 
         Args:
             group_names: the pipeline's parameter groups (used by the esgd / adam presets).
@@ -200,7 +160,7 @@ class ESGDTrainerConfig(TrainerConfig):
         selected = {name: copy.deepcopy(group) for name, group in selected.items()}  # no config shared by groups
         for group in selected.values():
             scheduler = group.get("scheduler")
-            if isinstance(scheduler, ExpDecaySchedulerConfig) and scheduler.max_steps is None:
+            if isinstance(scheduler, RunLengthExponentialDecaySchedulerConfig) and scheduler.max_steps is None:
                 group["scheduler"] = replace(scheduler, max_steps=int(self.max_num_iterations))
         return selected
 
@@ -215,6 +175,15 @@ class ESGDTrainer(Trainer):
         if self.config.flush_denormal and torch.device(self.device).type == "cpu":
             torch.set_flush_denormal(True)
         super().setup(test_mode=test_mode)
+
+    def _load_checkpoint(self) -> None:
+        """nerfstudio's resume with weights_only=True loads, past a truncated newest checkpoint of --load-dir."""
+        restore_trainer(self)
+
+    @check_main_thread
+    def save_checkpoint(self, step: int) -> None:
+        """nerfstudio's checkpoint, written atomically (temporary file + os.replace)."""
+        save_trainer_checkpoint(self, step)
 
     def setup_optimizers(self) -> Optimizers:
         """Optimizers of the selected configs (``ESGDTrainerConfig.optimizer``); refuses unsupported ESGD set-ups."""
@@ -263,18 +232,11 @@ class ESGDTrainer(Trainer):
         groups = list(self.optimizers.parameters.keys())
         self.optimizers.zero_grad_some([g for g in groups if step % accumulation[g] == 0])
 
-        model_outputs, loss_dict, metrics_dict = self.pipeline.get_train_loss_dict(step=step)
+        _, loss_dict, metrics_dict, objective = train_losses(self.pipeline, step)
         loss = functools.reduce(torch.add, loss_dict.values())
         curvature_step = any(opt.is_curvature_step() for opt in esgd.values())
-        objective = curvature_objective(model_outputs, metrics_dict)
-        if objective is not None:  # surrogate loss (IGA): curvature of the true loss, before the surrogate backward
-            for opt in esgd.values():
-                opt.accumulate_curvature(objective)
-        create_graph = any(opt.should_create_graph() for opt in esgd.values())
-        with warnings.catch_warnings():
-            # ESGD.step() detaches p.grad after the HVP, which breaks the param <-> grad cycle this warns about.
-            warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")
-            loss.backward(create_graph=create_graph)  # type: ignore[no-untyped-call]
+        # with a surrogate loss (IGA) the curvature is taken on the true loss, before the surrogate's backward
+        create_graph = esgd_backward(loss, esgd.values(), true_loss=objective)
         needs_step = [g for g in groups if step % accumulation[g] == accumulation[g] - 1]
         self.optimizers.optimizer_scaler_step_some(self.grad_scaler, needs_step)
         if create_graph:
@@ -296,24 +258,34 @@ class ESGDTrainer(Trainer):
         return loss, loss_dict, metrics_dict  # type: ignore
 
 
-def curvature_objective(outputs: Any, metrics_dict: Dict[str, Any]) -> Tensor | None:
-    """The true loss ESGD must take its curvature on when this step's training loss is a surrogate, else None.
+def train_losses(pipeline: Any, step: int) -> Tuple[Dict[str, Any], Dict[str, Tensor], Dict[str, Any], Tensor | None]:
+    """The pipeline's training step and the loss ESGD takes its curvature on (None: the training loss itself).
 
-    Args:
-        outputs: the model outputs of the step (``pipeline.get_train_loss_dict``'s first value); on surrogate steps
-            ``outputs[TRUE_LOSS_KEY]`` is the graph-carrying true loss (scalar).
-        metrics_dict: the step's training metrics; ``SURROGATE_LOSS_FLAG`` is 1 on surrogate (IGA-adjusted) steps.
+    Pipelines with ``get_train_losses`` (``InrPipeline``) name that loss: their model's ``curvature_loss`` (the true
+    loss on steps whose training loss is IGA's surrogate). Other pipelines train on their true loss; a model with a
+    ``curvature_loss`` in such a pipeline is refused (its surrogate's curvature would be the wrong one).
+
+    Returns:
+        (model outputs, loss dict, metrics dict, curvature loss: a graph-carrying scalar or None).
     """
-    flag = metrics_dict.get(SURROGATE_LOSS_FLAG)
-    if flag is None or not float(flag):
-        return None
-    objective = outputs.get(TRUE_LOSS_KEY) if isinstance(outputs, dict) else None
-    if not isinstance(objective, Tensor) or objective.numel() != 1 or not objective.requires_grad:
+    get_train_losses = getattr(pipeline, "get_train_losses", None)
+    if get_train_losses is None:
+        if hasattr(getattr(pipeline, "model", None), "curvature_loss"):
+            raise ValueError(
+                f"ESGD: {type(pipeline).__name__} has no get_train_losses(step), so its model's curvature_loss cannot "
+                "be used; train this model with InrPipeline"
+            )
+        outputs, loss_dict, metrics_dict = pipeline.get_train_loss_dict(step=step)
+        return outputs, loss_dict, metrics_dict, None
+    outputs, loss_dict, metrics_dict, curvature = get_train_losses(step)
+    if curvature is not None and (
+        not isinstance(curvature, Tensor) or curvature.numel() != 1 or not curvature.requires_grad
+    ):
         raise ValueError(
-            f"the training loss is a surrogate ({SURROGATE_LOSS_FLAG}=1) but the model outputs hold no graph-carrying "
-            f"scalar {TRUE_LOSS_KEY!r}: ESGD needs the true loss for its Hessian-vector products"
+            f"ESGD: the curvature loss of {type(pipeline).__name__}.get_train_losses must be a graph-carrying scalar "
+            "(the true loss, differentiated twice for the Hessian-vector products)"
         )
-    return objective
+    return outputs, loss_dict, metrics_dict, curvature
 
 
 def release_grad_graphs(params: Any) -> None:

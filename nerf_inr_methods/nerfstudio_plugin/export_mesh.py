@@ -46,7 +46,7 @@ from nerfstudio.fields.base_field import Field
 from torch import Tensor
 
 from nerf_inr_methods import mesh as meshlib
-from nerf_inr_methods.cli import exit_on_bad_input
+from nerf_inr_methods.cli import check_output_file, check_positive, exit_on_bad_input
 
 
 def field_of(model: torch.nn.Module, field_name: str | None = None) -> Field:
@@ -224,6 +224,7 @@ def extract_field_mesh(
     chunk_size: int = 1 << 16,
     transform: np.ndarray | None = None,
     vertex_colors: bool = False,
+    progress: bool | None = None,
 ) -> FieldMeshResult:
     """Mesh the ``threshold`` iso-surface of a nerfstudio field's density inside a box.
 
@@ -237,6 +238,7 @@ def extract_field_mesh(
         chunk_size: points per field evaluation (bounds memory).
         transform: optional (4, 4) matrix from field to output coordinates.
         vertex_colors: colour vertices with the field's rgb viewed along the normal.
+        progress: progress bar with ETA of the grid evaluation (None: only on a terminal; False: never).
 
     Returns:
         :class:`FieldMeshResult`. Raises ValueError if the density never crosses the level in the box.
@@ -248,7 +250,10 @@ def extract_field_mesh(
     res = cubic_resolution(bounds_min, bounds_max, resolution)
     voxel = voxel_size(bounds_min, bounds_max, res)
     fn = density_fn(field)
-    volume = meshlib.evaluate_grid(fn, bounds_min, bounds_max, res, chunk_size)
+    meshlib.check_grid_memory(res, "--resolution")
+    volume = meshlib.evaluate_grid(
+        fn, bounds_min, bounds_max, res, chunk_size, progress=progress, description="density"
+    )
     finite = volume[np.isfinite(volume)]
     if finite.size == 0:
         raise ValueError("the field's density is NaN/inf everywhere in the box")
@@ -312,18 +317,44 @@ class ExportMesh:
     """Model attribute holding the field to mesh (default: field_fine when present, else field)."""
     chunk_size: int = 1 << 16
     """Points per field evaluation (bounds memory)."""
+    progress: bool | None = None
+    """Progress bar with ETA of the grid evaluation (default: on a terminal)."""
+
+    def check_flags(self) -> None:
+        """Refuse bad flags and an unwritable output before loading anything (ValueError naming the flag)."""
+        check_load_config(self.load_config)
+        check_output_file(self.output_path, "--output-path", meshlib.EXPORT_SUFFIXES)
+        check_positive(self.resolution, "--resolution", 2)
+        check_positive(self.chunk_size, "--chunk-size", 1)
+        if not 0.0 < self.opacity < 1.0:
+            raise ValueError(f"--opacity must be in (0, 1), got {self.opacity}")
+        if self.threshold is not None and self.occupancy is not None:
+            raise ValueError("give at most one of --threshold and --occupancy")
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise ValueError(f"--threshold must be a finite density, got {self.threshold}")
+        if self.occupancy is not None and not 0.0 < self.occupancy < 1.0:
+            raise ValueError(f"--occupancy must be in (0, 1), got {self.occupancy}")
+        for flag, corner in (("--bounds-min", self.bounds_min), ("--bounds-max", self.bounds_max)):
+            if corner is not None and not all(math.isfinite(c) for c in corner):
+                raise ValueError(f"{flag} must be 3 finite numbers, got {corner}")
+        if self.bounds_min is not None and self.bounds_max is not None:
+            if not all(hi > lo for lo, hi in zip(self.bounds_min, self.bounds_max, strict=True)):
+                raise ValueError(
+                    f"--bounds-max {self.bounds_max} must exceed --bounds-min {self.bounds_min} on every axis"
+                )
+        # the longest side gets --resolution samples, the others at most as many: an upper bound, checked now
+        meshlib.check_grid_memory(self.resolution, "--resolution")
 
     def main(self) -> Path:
         """Load the run, extract, export; returns the written path."""
-        config_path = Path(self.load_config)
-        if not config_path.is_file():
-            raise FileNotFoundError(f"--load-config {config_path} does not exist (expected a run's config.yml)")
-        if self.output_path.suffix.lower() not in meshlib.EXPORT_SUFFIXES:
-            raise ValueError(f"--output-path {self.output_path}: expected a suffix in {meshlib.EXPORT_SUFFIXES}")
-        from nerfstudio.utils.eval_utils import eval_setup
+        self.check_flags()
+        from nerf_inr_methods.nerfstudio_plugin.offline import safe_eval_setup
 
+        config_path = Path(self.load_config)
         run_dir = config_path.resolve().parent
-        _, pipeline, _, step = eval_setup(config_path, test_mode="inference", update_config_callback=relocate(run_dir))
+        _, pipeline, _, step = safe_eval_setup(
+            config_path, test_mode="inference", update_config_callback=relocate(run_dir)
+        )
         model = pipeline.model
         field = field_of(model, self.field_name)
         aabb = model.scene_box.aabb.detach().cpu().double().numpy()
@@ -343,6 +374,7 @@ class ExportMesh:
             chunk_size=self.chunk_size,
             transform=transform,
             vertex_colors=self.vertex_colors,
+            progress=self.progress,
         )
         path = meshlib.export_mesh(result.mesh, self.output_path)
         print(
@@ -364,6 +396,23 @@ class ExportMesh:
             raise FileNotFoundError(f"{json_path} not found; use --coordinates model")
         transform = outputs.dataparser_transform.detach().cpu().double().numpy()
         return _inverse_dataparser_transform(transform, float(outputs.dataparser_scale), "the run's dataparser")
+
+
+def check_load_config(path: Path, flag: str = "--load-config") -> Path:
+    """A run's config.yml must be a file; for a folder, say so and suggest the config.yml below it."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(path.rglob("config.yml"))
+        if len(found) == 1:
+            hint = f"; did you mean {flag} {found[0]}?"
+        elif found:
+            hint = f"; it holds {len(found)} runs' config.yml, e.g. {found[0]}"
+        else:
+            hint = " (no config.yml below it)"
+        raise ValueError(f"{flag} {path} is a folder, expected a run's config.yml{hint}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{flag} {path} does not exist (expected a run's config.yml)")
+    return path
 
 
 def relocate(run_dir: Path):

@@ -7,10 +7,11 @@ renderers, losses and initialisation); the method configs in ``method_configs.py
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Tuple, Type
+from typing import Any, Dict, List, Literal, Tuple, Type
 
 import torch
 from nerfstudio.cameras.rays import RayBundle, RaySamples
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.field_components.encodings import NeRFEncoding
 from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.fields.base_field import Field
@@ -21,11 +22,23 @@ from nerfstudio.utils import misc
 from torch import Tensor
 from torch.nn import Parameter
 
+from nerf_inr_methods.core.iga import IGAState
+from nerf_inr_methods.core.int_sampler import LOSS_WEIGHTS_KEY, weighted_mse
 from nerf_inr_methods.nerfstudio_plugin.gaussian_field import GaussianNeRFField
-from nerf_inr_methods.nerfstudio_plugin.iga_nerf import NeRFIGA, rgb_loss_pairs, true_rgb_metrics
+from nerf_inr_methods.nerfstudio_plugin.iga_nerf import iga_fine_loss, nerf_iga_state
 from nerf_inr_methods.nerfstudio_plugin.offline import drop_unavailable_metrics, install
+from nerf_inr_methods.nerfstudio_plugin.step_times import StepTimer
 
 install()  # also when a saved config.yml imports this module directly
+
+TRUE_FINE_MSE_KEY = "rgb_mse_fine"
+"""Metrics-dict key of the true fine-colour MSE (detached scalar)."""
+TRUE_COARSE_MSE_KEY = "rgb_mse_coarse"
+"""Metrics-dict key of the true coarse-colour MSE (detached scalar)."""
+TRUE_LOSS_KEY = "true_loss"
+"""Metrics-dict key of the true training objective ``sum_f coefficient_f * MSE_f`` (detached scalar)."""
+_BLENDED_RGB_KEY = "_blended_rgb"
+"""Private outputs key memoising :meth:`InrNeRFModel.blended_rgb` for the step."""
 
 
 @dataclass
@@ -43,7 +56,9 @@ class InrNeRFModelConfig(VanillaModelConfig):
     """Width of each field's view-direction MLP (vanilla NeRF: 128)."""
     use_dataparser_near_far: bool = True
     """Sample between the near/far planes the dataparser reports (e.g. llff-data's bounds) instead of
-    collider_params; datasets without them (blender-data) keep collider_params (near 2, far 6)."""
+    collider_params. Datasets without them: blender-data keeps collider_params (near 2, far 6); with ns-train, others
+    get planes from their training cameras and scene box unless collider-params is set (see ``preflight``). False:
+    always collider_params."""
     # IGA (methods.md section 2): the fine field's gradient is adjusted, the coarse field keeps the plain MSE.
     iga: bool = False
     """Train the fine field with IGA: balance the top eNTK eigenvalues over the rays of each batch (one group per
@@ -63,6 +78,10 @@ class InrNeRFModelConfig(VanillaModelConfig):
     head's layers are its Gaussian layers on [feature, direction])."""
     gaussian_sigma: float = 0.1
     """Width sigma of the Gaussian activation exp(-x^2 / (2 sigma^2)) (NeRF: 0.1); used by --field-type gaussian."""
+    gaussian_layout: Literal["nerf", "garf"] = "nerf"
+    """Layout of the Gaussian field (--field-type gaussian): nerf = NeRF's MLP on raw xyz and directions (xyz at the
+    skip); garf = GARF's (centred Gaussian embeddings of xyz and directions, the embedding at the skip, linear density
+    and feature layers). See gaussian_field.py."""
     hierarchical_sampling: bool = True
     """Coarse and fine fields with PDF resampling (vanilla NeRF). False: a single field (the fine one) on
     num-coarse-samples stratified samples, as GARF; the coarse outputs are then gradient-free copies of it."""
@@ -112,6 +131,7 @@ class InrNeRFModel(NeRFModel):
                 head_num_layers=c.head_mlp_num_layers,
                 head_layer_width=c.head_mlp_layer_width,
                 sigma=c.gaussian_sigma,
+                layout=c.gaussian_layout,
             )
         if c.field_type != "relu-pe":
             raise ValueError(f"--pipeline.model.field-type must be 'relu-pe' or 'gaussian', got {c.field_type!r}")
@@ -139,6 +159,13 @@ class InrNeRFModel(NeRFModel):
             "weights": weights,
         }
 
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
+        """nerfstudio's callbacks plus :class:`StepTimer`: the exact duration of every training step in the log
+        (``inr-compare`` reads it instead of unrolling nerfstudio's running mean)."""
+        return [*super().get_training_callbacks(training_callback_attributes), *StepTimer().callbacks()]
+
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         """{"fields": the parameters of the fields that exist} (coarse then fine; only fine in single-field mode)."""
         if self.field_fine is None:
@@ -158,7 +185,9 @@ class InrNeRFModel(NeRFModel):
             coarse = self.render_field(self.field_coarse, ray_samples_coarse)
             ray_samples_fine = self.sampler_pdf(ray_bundle, ray_samples_coarse, coarse["weights"])
             fine = self.render_field(self.field_fine, ray_samples_fine)
-        outputs: Dict[str, Tensor | RaySamples] = {}
+        # The final (fine) image under the names nerfstudio's viewer, ns-render and ns-export read, first (the viewer
+        # shows the first output by default).
+        outputs: Dict[str, Tensor | RaySamples] = {key: fine[key] for key in ("rgb", "accumulation", "depth")}
         for name, rendered in (("coarse", coarse), ("fine", fine)):
             for key in ("rgb", "accumulation", "depth"):
                 outputs[f"{key}_{name}"] = rendered[key]
@@ -168,47 +197,125 @@ class InrNeRFModel(NeRFModel):
             outputs["ray_samples_fine"] = ray_samples_fine
         return outputs
 
-    def iga_state(self) -> NeRFIGA | None:
-        """IGA's step counter and diagnostics (created from the config on first use); None when IGA is off."""
+    def iga_state(self) -> IGAState | None:
+        """IGA's state (schedule, latest S, diagnostics), created from the config on first use; None when IGA is off."""
         if not self.config.iga:
             if self.config.iga_identity:
                 raise ValueError("--pipeline.model.iga-identity True needs --pipeline.model.iga True")
             return None
         if getattr(self, "_iga", None) is None:
             c = self.config
-            self._iga = NeRFIGA(end=c.iga_end, update_every=c.iga_update_every, identity=c.iga_identity)
+            self._iga = nerf_iga_state(end=c.iga_end, update_every=c.iga_update_every, identity=c.iga_identity)
         return self._iga
 
-    def get_metrics_dict(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        """True colour metrics (detached): rgb_mse_coarse, rgb_mse_fine, true_loss, fine psnr (dB), blended as the
-        loss is; also puts the graph-carrying true loss in outputs["true_loss"] (for ESGD; see ``iga_nerf``)."""
-        metrics = super().get_metrics_dict(outputs, batch)
+    def blended_rgb(self, outputs: Dict[str, Any], batch: Dict[str, Tensor]) -> Dict[str, Tuple[Tensor, Tensor]]:
+        """(pred, target) colours, each (n_rays, 3), per field ("coarse", "fine"), blended with the background as
+        vanilla NeRF's loss blends them.
+
+        Memoised in ``outputs`` (private key ``_blended_rgb``): a "random" background is drawn once per step, coarse
+        then fine as in vanilla's ``get_loss_dict`` (same random stream), and the metrics, the loss and the curvature
+        loss of the step all see it, whichever asks first.
+
+        Args:
+            outputs: model outputs with ``rgb_{coarse,fine}`` (n_rays, 3), ``accumulation_{coarse,fine}`` (n_rays, 1).
+            batch: batch with ``image`` (n_rays, 3 or 4) in [0, 1].
+        """
+        cached = outputs.get(_BLENDED_RGB_KEY)
+        if cached is not None:
+            return cached
+        if "image" not in batch:
+            raise ValueError(f"batch must hold the ground-truth colours under 'image', got keys {sorted(batch)}")
+        pairs: Dict[str, Tuple[Tensor, Tensor]] = {}
+        for name in ("coarse", "fine"):
+            pred = outputs[f"rgb_{name}"]
+            pairs[name] = self.renderer_rgb.blend_background_for_loss_computation(
+                pred_image=pred,
+                pred_accumulation=outputs[f"accumulation_{name}"],
+                gt_image=batch["image"].to(pred.device),
+            )
+        outputs[_BLENDED_RGB_KEY] = pairs
+        return pairs
+
+    def true_rgb_mse(self, outputs: Dict[str, Any], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Per field ("coarse", "fine"), the true colour MSE (scalar, with its graph), blended as the loss is."""
+        pairs = self.blended_rgb(outputs, batch)
+        return {name: torch.mean((pred - target) ** 2) for name, (pred, target) in pairs.items()}
+
+    def true_loss(self, outputs: Dict[str, Any], batch: Dict[str, Tensor]) -> Tensor:
+        """The true training objective ``sum_f coefficient_f * MSE_f`` over the trained fields (scalar, with its graph);
+        equal to ``sum(get_loss_dict(...).values())`` when IGA is off and the rays are unweighted."""
+        return self._weighted_sum(self.true_rgb_mse(outputs, batch))
+
+    def _weighted_sum(self, mse: Dict[str, Tensor]) -> Tensor:
         trained = ("fine",) if self.field_coarse is None else ("coarse", "fine")
-        metrics.update(true_rgb_metrics(self.renderer_rgb, outputs, batch, self.config.loss_coefficients, trained))
+        coefficients = self.config.loss_coefficients
+        return sum(float(coefficients.get(f"rgb_loss_{name}", 1.0)) * mse[name] for name in trained)  # type: ignore
+
+    def get_metrics_dict(self, outputs: Dict[str, Any], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """True colour metrics (detached), blended as the loss is: ``rgb_mse_coarse``, ``rgb_mse_fine``,
+        ``true_loss`` (the objective's value, whatever surrogate trains it) and the fine ``psnr`` (dB)."""
+        metrics = super().get_metrics_dict(outputs, batch)
+        mse = self.true_rgb_mse(outputs, batch)
+        fine_mse = mse["fine"].detach()
+        metrics.update(
+            {
+                TRUE_COARSE_MSE_KEY: mse["coarse"].detach(),
+                TRUE_FINE_MSE_KEY: fine_mse,
+                TRUE_LOSS_KEY: self._weighted_sum(mse).detach(),
+                "psnr": -10.0 * torch.log10(fine_mse.clamp_min(1e-10)),
+            }
+        )
         return metrics
 
     def get_loss_dict(
-        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor], metrics_dict: Dict[str, Tensor] | None = None
+        self, outputs: Dict[str, Any], batch: Dict[str, Tensor], metrics_dict: Dict[str, Tensor] | None = None
     ) -> Dict[str, Tensor]:
-        """Vanilla NeRF's coarse and fine MSE; with ``iga`` in training, the fine term is IGA's surrogate loss."""
-        pairs = rgb_loss_pairs(self.renderer_rgb, outputs, batch)
+        """Vanilla NeRF's coarse and fine MSE (weighted per ray when the batch holds INT's loss weights); with ``iga``
+        in training, the fine term is IGA's surrogate loss on the steps IGA adjusts (one step of the IGA state).
+
+        Adds IGA's logged diagnostics to ``metrics_dict`` when given: ``iga_applied`` (1 on adjusted steps) and
+        :meth:`IGAState.diagnostics <nerf_inr_methods.core.iga.IGAState.diagnostics>`.
+        """
+        pairs = self.blended_rgb(outputs, batch)
         (coarse_pred, coarse_image), (fine_pred, fine_image) = pairs["coarse"], pairs["fine"]
-        rgb_loss_coarse = self.rgb_loss(coarse_image, coarse_pred)
+        ray_weights = batch.get(LOSS_WEIGHTS_KEY)  # per-ray importance weights of INT's soft / error-map samplers
+        rgb_loss_coarse = (
+            self.rgb_loss(coarse_image, coarse_pred)
+            if ray_weights is None
+            else weighted_mse(coarse_pred, coarse_image, ray_weights)
+        )
         iga = self.iga_state()
         rgb_loss_fine = None
         if iga is not None and self.training:
-            _, representatives = fine_representatives(outputs["weights_fine"], outputs["ray_samples_fine"])
-            rgb_loss_fine = iga.fine_loss(self.field_fine, fine_pred, fine_image, representatives)
+            weights, samples = outputs["weights_fine"], outputs["ray_samples_fine"]
+            rgb_loss_fine = iga_fine_loss(iga, self.field_fine, fine_pred, fine_image, weights, samples)
             if metrics_dict is not None:
                 metrics_dict["iga_applied"] = torch.tensor(float(rgb_loss_fine is not None))
                 if rgb_loss_fine is not None:
-                    metrics_dict.update({k: torch.tensor(v) for k, v in iga.last.items()})
+                    metrics_dict.update({k: torch.tensor(v) for k, v in iga.diagnostics().items()})
         if rgb_loss_fine is None:
-            rgb_loss_fine = self.rgb_loss(fine_image, fine_pred)
+            rgb_loss_fine = (
+                self.rgb_loss(fine_image, fine_pred)
+                if ray_weights is None
+                else weighted_mse(fine_pred, fine_image, ray_weights)
+            )
         loss_dict = {"rgb_loss_coarse": rgb_loss_coarse, "rgb_loss_fine": rgb_loss_fine}
         if self.field_coarse is None:  # single-field mode: the coarse outputs are gradient-free copies, no term
             del loss_dict["rgb_loss_coarse"]
         return misc.scale_dict(loss_dict, self.config.loss_coefficients)
+
+    def curvature_loss(self, outputs: Dict[str, Any], batch: Dict[str, Tensor]) -> Tensor | None:
+        """The loss whose curvature an optimizer that needs one (ESGD's Hessian-vector products) takes on this step.
+
+        None when the training loss is the true loss (IGA off, evaluation, or a step IGA did not adjust): the
+        optimizer then differentiates the training loss itself. On IGA-adjusted steps the training loss is a
+        stop-gradient surrogate whose Hessian lacks ``J^T S J``, and this is :meth:`true_loss`, with its graph.
+        Call it after ``get_loss_dict`` of the same step (the IGA state says whether that step was adjusted).
+        """
+        iga = self.iga_state()
+        if iga is None or not self.training or not iga.last_applied:
+            return None
+        return self.true_loss(outputs, batch)
 
     def get_image_metrics_and_images(
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
@@ -216,17 +323,3 @@ class InrNeRFModel(NeRFModel):
         """Vanilla NeRF's evaluation, with LPIPS omitted (not faked) when its weights are unavailable."""
         metrics, images = super().get_image_metrics_and_images(outputs, batch)
         return drop_unavailable_metrics(metrics), images
-
-
-def fine_representatives(weights: Tensor, ray_samples: RaySamples) -> Tuple[Tensor, RaySamples]:
-    """Per ray, the fine sample with the largest rendering weight (IGA's representative of the ray's group).
-
-    Args:
-        weights: (n_rays, n_samples, 1) volume-rendering weights of the fine field.
-        ray_samples: the (n_rays, n_samples) fine samples the weights belong to.
-    Returns:
-        (n_rays,) sample indices and the (n_rays,) RaySamples at those indices.
-    """
-    index = weights.detach()[..., 0].argmax(dim=-1)
-    rays = torch.arange(index.shape[0], device=index.device)
-    return index, ray_samples[rays, index]

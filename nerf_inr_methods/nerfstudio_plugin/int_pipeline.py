@@ -1,44 +1,53 @@
-"""INT for NeRF: the pipeline trains each step on the rays of a scored candidate pool with the largest error.
+"""INT for NeRF: the pipeline trains each step on the rays an INT-family sampler picks from a candidate pool.
 
 INT (methods.md section 1) lives at the pipeline level: rays are chosen before the model's forward, so it composes
 with every model switch (IGA, Gaussian field) and with custom trainers (ESGD). With ``int_enabled`` off, the
 pipeline is nerfstudio's ``VanillaPipeline`` call for call (same batches, same random numbers).
 
-Design (a "point" is a ray, i.e. a pixel ``(camera, y, x)``):
+The policy (candidate pool, scores, selection, no-starvation guard, schedules, samplers, state) is the framework-free
+:class:`nerf_inr_methods.core.int_sampler.IntSampler`; this module only translates: a "point" is a ray, i.e. a pixel
+``(camera, y, x)`` with flat id ``(camera * H + y) * W + x``; a pool is ``int_pool_batches`` datamanager batches of
+``B = train_num_rays_per_batch`` rays (``P = int_pool_batches * B`` candidates) whose ray bundle and batch rows the
+pipeline keeps aligned with the sampler's pool; a score is the L1 error of the rendered (fine) colour summed over
+channels, from a no-grad forward; each step trains ``k = ceil(ratio(t) * B)`` rays.
 
-- **Candidate pool.** At an INT re-selection step (the interval schedule of ``core.int_selection``), the pool is
-  replaced by ``int_pool_batches`` fresh datamanager batches of ``B = train_num_rays_per_batch`` rays
-  (``P = int_pool_batches * B`` candidates) and every candidate is scored by one no-grad forward: the L1 error of
-  the rendered (fine) colour summed over channels (``int_scores``).
-- **Selection, every step, from the current pool only.** Each step trains ``k = ceil(ratio(t) * B)`` rays: the
-  ``k`` largest scores of the pool (``select_topk``). The training forward's errors of those ``k`` rays are written
-  back into the pool's scores (free: "errors from the previous iteration"), so between re-selections the subset
-  follows the errors instead of being frozen. Selection indexes the pool it was computed on and nothing else: a
-  subset never crosses to another batch (the public code's bug), and a new pool is always freshly scored.
-- **No pixel starves.** A per-pixel counter (1 byte per training pixel, a twelfth of the float32 image cache the
-  datamanager already holds) counts consecutive pools in which a pixel was a candidate but never trained. A pixel
-  at ``int_max_skips`` is *forced*: it outranks every score in its next pool and is trained there (if more than
-  ``k`` rays are forced they go first in the following steps and stay forced until trained). The pixel sampler
-  draws every pixel with positive probability, so every pixel is trained at least once every
-  ``int_max_skips + 1`` times it is drawn.
-- **Control.** ``int_random_subset`` trains ``k`` uniformly random rays of the same pool (forced rays first) with
-  the same ratio/interval schedule and no scoring pass.
+Samplers (``--pipeline.int-sampler``):
 
-Cost model (``f`` = one no-grad forward of one ray; a training step on ``n`` rays = forward + backward ~ ``3 f n``;
-vanilla trains ``B`` rays per step, ``3 f B``). INT per step: ``3 f k + f P / I`` with ``I`` the current interval,
-i.e. relative to vanilla ``r + int_pool_batches / (3 I)``. With the defaults (ratio "step" from 0.2, interval
-"incremental" up to 10, one batch per pool) the stages cost 0.53, 0.61, 0.53, 0.55, 0.60, 0.66, 0.73, 0.80, 0.88,
-0.95 of a vanilla step, 0.68 on average, before any gain from the selection itself. Alternatives: a fresh scoring
-pass every step ("dense", the paper's slower-than-baseline row) costs ``r + 1/3`` = 0.89 on average; a pool of
-``I`` batches (vanilla's ray diversity, ``int_pool_batches = I``) also ``r + 1/3``. A global per-pixel error cache
-refreshed only by training forwards is free but nearly empty: mic at 100 px has 10^6 training pixels and 256 rays
-per step see each pixel once per ~3900 steps, so in a run of a few thousand steps most candidates would have no
-error yet. The pool's own cache keeps that free refresh where it has data. The price of ``int_pool_batches = 1``
-is diversity: the pool gives ``B / I`` fresh rays per step, each trained up to ``I`` times.
+- ``int`` (default, the paper's INT): the pool is replaced and scored on the re-selection steps of the interval
+  schedule; every step trains the ``k`` largest scores of the current pool, and the training forward's errors of
+  those rays are written back into the pool's scores (free: "errors from the previous iteration"), so between
+  re-selections the subset follows the errors. A subset never crosses to another batch (the public code's bug).
+  ``--pipeline.int-random-subset True`` (= ``--pipeline.int-sampler random``) is its control: same pool, sizes and
+  schedule, a uniformly random subset and no scoring pass.
+- ``soft``: soft mining: the scored pool of ``int``, rays drawn with probability ~ error (plus a uniform share),
+  each ray's loss weighted by the importance correction ``^ alpha`` (warmed up). The weights reach the model as
+  ``batch["ray_loss_weights"]`` (``InrNeRFModel.get_loss_dict``).
+- ``error-map``: a persistent per-image error map of ``int_error_map_cell``-pixel tiles, written by every training
+  forward; every step a fresh pool is drawn (no forward) and rays are drawn from it by their tile's error (plus a
+  uniform share; unseen or stale tiles count as the map's maximum), weighted as ``soft``. No scoring pass.
+- ``two-forward``: every step a fresh pool, ``ceil(int_score_factor * k)`` of its rays scored by a no-grad forward,
+  the ``k`` hardest trained.
+
+**No pixel starves** (every sampler): a per-pixel uint8 counter (a twelfth of the float32 image cache the
+datamanager already holds) counts consecutive pools in which a pixel was a candidate but was not trained; a pixel at
+``int_max_skips`` is forced: trained first in its next pool. The pixel sampler draws every pixel with positive
+probability, so every pixel is trained at least once every ``int_max_skips + 1`` times it is drawn.
+
+Cost model (``f`` = one no-grad forward of one ray; a training step on ``n`` rays ~ ``3 f n``; vanilla ``3 f B``).
+INT per step: ``3 f k + f P / I`` with ``I`` the current interval, relative to vanilla ``r + int_pool_batches /
+(3 I)``: with the defaults (ratio "step" from 0.2, interval "incremental" up to 10, one batch per pool) 0.68 of a
+vanilla step on average before any gain from the selection. ``two-forward``: ``r + int_score_factor * r / 3``.
+``error-map``: ``r`` (no scoring). The price of ``int_pool_batches = 1`` for ``int`` is diversity: the pool gives
+``B / I`` fresh rays per step, each trained up to ``I`` times.
+
+Resume: the sampler's state (pool ids and scores, the pool's rays and batch, skip counters, error map, generator,
+T) and the torch random state are in the checkpoint (``get_extra_state``); a resumed run continues the saved
+schedule exactly and refuses a different T. T is ``--pipeline.int-total-steps`` or, when unset, the step at which
+the trainer stops (resumed step + ``--max-num-iterations``, as nerfstudio counts).
 
 Metrics (logged by the nerfstudio writer with the other train metrics): ``int_ratio``, ``int_interval``,
-``int_reselected`` (1 on pool refresh steps), ``int_pool_age``, ``int_forced_rays``, ``rays_trained`` (``k``) and
-``rays_scored`` (``P`` on refresh steps with scoring, else 0).
+``int_reselected`` (1 when a new pool was drawn), ``int_pool_age``, ``int_forced_rays``, ``int_alpha``,
+``rays_trained`` (``k``) and ``rays_scored`` (rays in this step's no-grad forwards).
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Type
+from typing import Any, Dict, List, NamedTuple, Tuple, Type
 
 import torch
 from nerfstudio.cameras.rays import RayBundle
@@ -55,36 +64,39 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from nerfstudio.utils import profiler
 from torch import Tensor
 
-from nerf_inr_methods.core.int_selection import (
-    INTERVAL_KINDS,
-    RATIO_KINDS,
-    IntervalKind,
-    IntSchedule,
-    RatioKind,
-    int_scores,
-    num_selected,
-    select_topk,
+from nerf_inr_methods.core.int_sampler import (
+    LOSS_WEIGHTS_KEY,
+    MAX_SKIP_COUNT,
+    IntSampler,
+    IntSamplerConfig,
+    PoolCandidates,
+    SamplerName,
+    SamplerOptionError,
+    Selection,
+    grid_cells,
 )
+from nerf_inr_methods.core.int_selection import IntervalKind, IntSchedule, RatioKind, int_scores
 
-MAX_SKIP_COUNT = 255
-"""The per-pixel skip counters are uint8 and saturate here."""
+EXTRA_STATE_FORMAT = "inr-pipeline-int-v1"
 
 
 @dataclass
 class InrPipelineConfig(VanillaPipelineConfig):
-    """nerfstudio's vanilla pipeline plus INT ray selection (off by default)."""
+    """nerfstudio's vanilla pipeline plus INT-family ray selection (off by default)."""
 
     _target: Type = field(default_factory=lambda: InrPipeline)
     int_enabled: bool = False
-    """Train each step on the INT-selected rays (largest current error) of a scored candidate pool."""
+    """Train each step on the rays the INT sampler picks from a candidate pool (see --pipeline.int-sampler)."""
+    int_sampler: SamplerName = "int"
+    """int (paper: top-k of a scored pool), random (its control), soft (soft mining), error-map, two-forward."""
     int_random_subset: bool = False
-    """INT's control: same pool, sizes and schedule, but a uniformly random subset and no scoring pass."""
+    """INT's control (same as --pipeline.int-sampler random): same pool, sizes and schedule, random rays, no scoring."""
     int_ratio_kind: RatioKind = "step"
     """Ratio schedule: constant, step (paper default: r0 -> 0.92 in 10 stages), cosine, or r-cosine."""
     int_r0: float = 0.2
     """Starting fraction r0: rays trained per step = ceil(ratio * train-num-rays-per-batch)."""
     int_interval_kind: IntervalKind = "incremental"
-    """Interval schedule for replacing and re-scoring the candidate pool: dense, incremental, or decremental."""
+    """Interval schedule for replacing and re-scoring the pool (int, random, soft): dense, incremental, decremental."""
     int_max_interval: int = 10
     """Largest re-selection interval in steps (the paper's 90 is for 5k-step image fits)."""
     int_pool_batches: int = 1
@@ -92,25 +104,33 @@ class InrPipelineConfig(VanillaPipelineConfig):
     int_max_skips: int = 4
     """A pixel that was a candidate in this many consecutive pools without being trained is forced in its next."""
     int_total_steps: int | None = None
-    """Steps T of the schedules (10 stages of T/10 steps); None: the trainer's max-num-iterations."""
+    """Steps T of the schedules (10 stages of T/10 steps); None: the step at which the trainer stops."""
+    int_alpha: float = 0.6
+    """soft / error-map: exponent of the importance correction of each ray's loss (0: pure mining, 1: unbiased)."""
+    int_alpha_warmup: float = 0.1
+    """soft / error-map: alpha grows linearly from 0 over this fraction of T."""
+    int_uniform_share: float = 0.2
+    """soft / error-map: share of the drawing probability spread uniformly over the pool."""
+    int_error_power: float = 1.0
+    """soft / error-map: rays are drawn with probability proportional to error ** int-error-power."""
+    int_error_map_cell: int = 4
+    """error-map: side of an error-map tile in pixels (the map has ceil(H / cell) x ceil(W / cell) tiles per image)."""
+    int_error_map_ema: float = 0.5
+    """error-map: weight of a tile's previous error when a training forward writes it (0: overwrite)."""
+    int_error_map_max_age: int | None = None
+    """error-map: a tile not written for more than this many steps counts as unseen (None: never stale)."""
+    int_score_factor: float = 2.0
+    """two-forward: rays scored by the no-grad forward per trained ray."""
     training_eval_image_stride: int = 1
     """Evaluations during training (--steps-per-eval-all-images) use every n-th eval image only (a fixed subset, for
     PSNR-vs-time curves on CPU); ns-eval always evaluates every image."""
 
     def __post_init__(self) -> None:
-        if self.int_ratio_kind not in RATIO_KINDS:
-            raise ValueError(f"--pipeline.int-ratio-kind must be one of {RATIO_KINDS}, got {self.int_ratio_kind!r}")
-        if self.int_interval_kind not in INTERVAL_KINDS:
-            raise ValueError(
-                f"--pipeline.int-interval-kind must be one of {INTERVAL_KINDS}, got {self.int_interval_kind!r}"
-            )
-        if not 0.0 < float(self.int_r0) <= 1.0:
-            raise ValueError(f"--pipeline.int-r0 must be in (0, 1], got {self.int_r0!r}")
-        for name in ("int_max_interval", "int_pool_batches"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"--pipeline.{name.replace('_', '-')} must be >= 1, got {getattr(self, name)!r}")
-        if not 1 <= int(self.int_max_skips) <= MAX_SKIP_COUNT:
-            raise ValueError(f"--pipeline.int-max-skips must be in [1, {MAX_SKIP_COUNT}], got {self.int_max_skips!r}")
+        self.int_sampler_config()  # validates the INT options (also checked when the pipeline is built)
+        if int(self.int_pool_batches) < 1:
+            raise ValueError(f"--pipeline.int-pool-batches must be >= 1, got {self.int_pool_batches!r}")
+        if int(self.int_error_map_cell) < 1:
+            raise ValueError(f"--pipeline.int-error-map-cell must be >= 1, got {self.int_error_map_cell!r}")
         if int(self.training_eval_image_stride) < 1:
             raise ValueError(
                 f"--pipeline.training-eval-image-stride must be >= 1, got {self.training_eval_image_stride!r}"
@@ -118,44 +138,91 @@ class InrPipelineConfig(VanillaPipelineConfig):
         if self.int_total_steps is not None and int(self.int_total_steps) < 1:
             raise ValueError(f"--pipeline.int-total-steps must be >= 1 or None, got {self.int_total_steps!r}")
 
+    def int_sampler_config(self) -> IntSamplerConfig:
+        """The core sampler options of these flags (ValueError naming the flag if one is bad)."""
+        sampler = self.int_sampler
+        if self.int_random_subset:
+            if sampler not in ("int", "random"):
+                raise ValueError(
+                    "--pipeline.int-random-subset True is INT's control: it needs --pipeline.int-sampler int "
+                    f"(or use --pipeline.int-sampler random), got --pipeline.int-sampler {sampler}"
+                )
+            sampler = "random"
+        try:
+            return IntSamplerConfig(
+                sampler=sampler,
+                ratio_kind=self.int_ratio_kind,
+                r0=self.int_r0,
+                interval_kind=self.int_interval_kind,
+                max_interval=self.int_max_interval,
+                reuse="rerank",
+                max_skips=self.int_max_skips,
+                alpha=self.int_alpha,
+                alpha_warmup=self.int_alpha_warmup,
+                uniform_share=self.int_uniform_share,
+                error_power=self.int_error_power,
+                error_map_ema=self.int_error_map_ema,
+                error_map_max_age=self.int_error_map_max_age,
+                score_factor=self.int_score_factor,
+            )
+        except SamplerOptionError as exc:
+            raise ValueError(f"--pipeline.int-{exc.field.replace('_', '-')} {exc.problem}") from None
 
-@dataclass
-class CandidatePool:
-    """The current INT candidates: ``P`` rays, their batch rows, scores and bookkeeping (all first dim ``P``)."""
 
-    ray_bundle: RayBundle
-    batch: Dict[str, Tensor]
-    scores: Tensor
-    """(P,) L1 error summed over colour channels; trained rays are refreshed by their training forward."""
-    pixel_ids: Tensor
-    """(P,) long flat pixel ids ``(camera * H + y) * W + x``, on the model's device (as scores, forced, trained)."""
-    forced: Tensor
-    """(P,) bool: candidates that reached the skip limit and are still untrained in this pool."""
-    trained: Tensor
-    """(P,) bool: candidates trained at least once in this pool."""
-    step: int
-    """Step at which the pool was drawn (and scored)."""
+class TrainLosses(NamedTuple):
+    """One training step of :class:`InrPipeline` for trainers: nerfstudio's three values and the curvature loss."""
+
+    model_outputs: Dict[str, Any]
+    loss_dict: Dict[str, Tensor]
+    metrics_dict: Dict[str, Any]
+    curvature_loss: Tensor | None
+    """The loss whose curvature ESGD takes (the true loss when the training loss is IGA's surrogate); None: the
+    training loss itself."""
 
 
 class InrPipeline(VanillaPipeline):
-    """VanillaPipeline whose training step optionally runs INT ray selection (see the module docstring)."""
+    """VanillaPipeline whose training step optionally trains on INT-sampled rays (see the module docstring)."""
 
     config: InrPipelineConfig
 
     def __init__(self, config: InrPipelineConfig, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
+        self._sampler_config = config.int_sampler_config()
+        if config.int_enabled and self._sampler_config.weights_loss and getattr(config.model, "iga", False):
+            raise ValueError(
+                f"--pipeline.int-sampler {self._sampler_config.sampler} weights each ray's loss, which IGA's surrogate "
+                "loss does not take: set --pipeline.int-alpha 0 or --pipeline.model.iga False"
+            )
         self._total_steps: int | None = config.int_total_steps
-        self._pool: CandidatePool | None = None
-        self._skips: Tensor | None = None
+        self._total_steps_origin = "--pipeline.int-total-steps" if config.int_total_steps is not None else ""
+        self.int_sampler: IntSampler | None = None
+        """The INT sampler (created once T is known: first training step or trainer set-up)."""
+        self._pool_rays: RayBundle | None = None
+        """The rays of the sampler's current pool (P,), aligned with its positions."""
+        self._pool_batch: Dict[str, Tensor] | None = None
+        """The batch rows of the current pool (each first dim P)."""
         self._image_hw: Tuple[int, int] | None = None
+        self._pending_state: Dict[str, Any] | None = None
+        """INT state read from a checkpoint, applied when the sampler is created (T known)."""
+        self._pending_rng: Dict[str, Tensor] | None = None
+        """Random state read from a checkpoint, restored at the first training step."""
 
+    # ------------------------------------------------------------------------------------------- set-up
     def get_training_callbacks(
         self, training_callback_attributes: TrainingCallbackAttributes
     ) -> List[TrainingCallback]:
-        """The datamanager's and model's callbacks; also reads T from the trainer when int_total_steps is None."""
+        """The datamanager's and model's callbacks; also takes T from the trainer when int_total_steps is None (the
+        step at which it stops: resumed step + max-num-iterations) and checks a resumed INT state against it."""
         trainer = training_callback_attributes.trainer
         if self._total_steps is None and trainer is not None:
-            self._total_steps = int(trainer.config.max_num_iterations)
+            start = int(getattr(trainer, "_start_step", 0))
+            iterations = int(trainer.config.max_num_iterations)
+            self._total_steps = start + iterations
+            self._total_steps_origin = (
+                f"resumed step {start} + --max-num-iterations {iterations}" if start else "--max-num-iterations"
+            )
+        if self.config.int_enabled and self._total_steps is not None:
+            self._ensure_sampler()
         return super().get_training_callbacks(training_callback_attributes)
 
     def get_average_eval_image_metrics(
@@ -180,94 +247,166 @@ class InrPipeline(VanillaPipeline):
             datamanager.fixed_indices_eval_dataloader = full
 
     @property
-    def int_schedule(self) -> IntSchedule:
-        """The ratio/interval schedule over ``int_total_steps`` (or the trainer's max-num-iterations)."""
+    def int_schedule(self) -> IntSchedule | None:
+        """The ratio/interval schedule over T, or None while T is unknown (safe to read at any time: the viewer
+        reads every property of the pipeline)."""
+        if self._total_steps is None:
+            return None
+        return self._sampler_config.schedule(int(self._total_steps))
+
+    def _ensure_sampler(self) -> IntSampler:
+        """Create the sampler once T is known and apply a checkpoint's INT state (refusing another schedule)."""
+        if self.int_sampler is not None:
+            return self.int_sampler
         if self._total_steps is None:
             raise ValueError(
                 "INT needs the number of training steps: set --pipeline.int-total-steps, or train through "
                 "nerfstudio's Trainer (which provides max-num-iterations)"
             )
-        c = self.config
-        return IntSchedule(
-            total_steps=self._total_steps,
-            ratio_kind=c.int_ratio_kind,
-            r0=float(c.int_r0),
-            interval_kind=c.int_interval_kind,
-            max_interval=int(c.int_max_interval),
+        height, width = self._image_size()
+        num_images = len(self.datamanager.train_dataset)
+        cell = int(self.config.int_error_map_cell)
+        sampler = IntSampler(
+            self._sampler_config,
+            int(self._total_steps),
+            num_points=num_images * height * width,
+            num_cells=num_images * (-(-height // cell)) * (-(-width // cell)),
+            generator=torch.Generator().manual_seed(torch.initial_seed()),
         )
+        pending = self._pending_state
+        if pending is not None:
+            try:
+                sampler.load_state_dict(pending["sampler"], device=self.device)
+            except ValueError as exc:
+                saved_steps = pending["sampler"].get("total_steps")
+                raise ValueError(
+                    f"cannot resume INT from this checkpoint: {exc}. This run's T = {self._total_steps} comes from "
+                    f"{self._total_steps_origin}; resume with the saved schedule, e.g. --pipeline.int-total-steps "
+                    f"{saved_steps} (and the same INT flags)"
+                ) from None
+            if pending["pool_rays"] is not None:
+                self._pool_rays = RayBundle(**_to_device(pending["pool_rays"], self.device))
+                self._pool_batch = _to_device(pending["pool_batch"], self.device)
+            self._pending_state = None
+        self.int_sampler = sampler
+        return sampler
 
+    def _image_size(self) -> Tuple[int, int]:
+        """(H, W) of the largest training image."""
+        if self._image_hw is None:
+            cameras = self.datamanager.train_dataset.cameras
+            self._image_hw = (int(cameras.height.max()), int(cameras.width.max()))
+        return self._image_hw
+
+    # ------------------------------------------------------------------------------------------- state
+    def get_extra_state(self) -> Dict[str, Any]:
+        """INT's state for nerfstudio's checkpoint (key ``_extra_state`` of the pipeline's state dict): the sampler's
+        state, its pool's rays and batch rows, and the torch random state; empty when INT is off or has not run."""
+        if not self.config.int_enabled:
+            return {}
+        if self.int_sampler is None:
+            return {} if self._pending_state is None else dict(self._pending_state)
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format": EXTRA_STATE_FORMAT,
+            "sampler": self.int_sampler.state_dict(),
+            "pool_rays": None if self._pool_rays is None else _bundle_fields(self._pool_rays),
+            "pool_batch": self._pool_batch,
+            "rng": rng,
+        }
+
+    def set_extra_state(self, state: Any) -> None:
+        """Read :meth:`get_extra_state`'s dict; applied (and checked against this run's schedule) when the trainer
+        sets up its callbacks or at the first training step, the random state at the first training step; ns-eval
+        and ns-render never use it."""
+        if not state:
+            return
+        if not isinstance(state, dict) or state.get("format") != EXTRA_STATE_FORMAT:
+            raise ValueError(f"the checkpoint's INT state is not in the expected format {EXTRA_STATE_FORMAT!r}")
+        if not self.config.int_enabled:
+            return
+        self._pending_state = {k: state[k] for k in ("format", "sampler", "pool_rays", "pool_batch", "rng")}
+        self._pending_rng = state["rng"]
+        self.int_sampler = None
+        self._pool_rays = self._pool_batch = None
+
+    # ------------------------------------------------------------------------------------------- training
     def rays_per_step(self, step: int) -> Tuple[int, int]:
-        """(rays trained, rays scored) at ``step`` for a run from step 0: ``k = ceil(ratio * B)``, and ``P`` on
-        scored pool refreshes (``int_random_subset`` scores nothing). Vanilla: ``(B, 0)``."""
+        """(rays trained, rays scored) at ``step`` for a run from step 0 without forced rays. Vanilla: ``(B, 0)``."""
         batch_rays = self.datamanager.get_train_rays_per_batch()
         if not self.config.int_enabled:
             return batch_rays, 0
-        schedule = self.int_schedule
-        scored = 0
-        if schedule.is_selection_step(step) and not self.config.int_random_subset:
-            scored = self.config.int_pool_batches * batch_rays
-        return num_selected(batch_rays, schedule.ratio(step)), scored
+        sampler = self.int_sampler
+        if sampler is None:
+            if self._total_steps is None:
+                self._ensure_sampler()  # raises the clear "INT needs the number of training steps" error
+            sampler = IntSampler(self._sampler_config, int(self._total_steps), num_cells=1)  # type: ignore[arg-type]
+        return sampler.planned_counts(step, batch_rays, self.config.int_pool_batches * batch_rays)
 
     @profiler.time_function
     def get_train_loss_dict(self, step: int) -> Tuple[Dict[str, Any], Dict[str, Tensor], Dict[str, Any]]:
-        """Vanilla's training step on all rays of a batch, or (INT) on the ``k`` selected rays of the pool."""
-        if not self.config.int_enabled:
-            return super().get_train_loss_dict(step)
-        schedule = self.int_schedule
-        interval = schedule.interval(step)
-        pool = self._pool
-        # Same rule as core.int_selection.selection_steps (t - last >= interval(t)), also valid past T and on resume.
-        reselect = pool is None or step < pool.step or step - pool.step >= interval
-        if reselect:
-            pool = self._pool = self._new_pool(step)
-        assert pool is not None
-        batch_rays = self.datamanager.get_train_rays_per_batch()
-        ratio = schedule.ratio(step)
-        k = num_selected(batch_rays, ratio)
-        selected = self._select(pool, k)
+        """nerfstudio's training step (:meth:`train_step` without the batch)."""
+        model_outputs, _, loss_dict, metrics_dict = self.train_step(step)
+        return model_outputs, loss_dict, metrics_dict
 
-        ray_bundle = pool.ray_bundle[selected]
-        batch = {name: value[selected.to(value.device)] for name, value in pool.batch.items()}
+    @profiler.time_function
+    def get_train_losses(self, step: int) -> TrainLosses:
+        """The training step with the loss an optimizer needing curvature takes it on (``ESGDTrainer``): the model's
+        ``curvature_loss(outputs, batch)`` (None for models without one: their training loss is the true loss)."""
+        model_outputs, batch, loss_dict, metrics_dict = self.train_step(step)
+        curvature_loss = getattr(self.model, "curvature_loss", None)
+        curvature = curvature_loss(model_outputs, batch) if curvature_loss is not None else None
+        return TrainLosses(model_outputs, loss_dict, metrics_dict, curvature)
+
+    def train_step(self, step: int) -> Tuple[Dict[str, Any], Dict[str, Tensor], Dict[str, Tensor], Dict[str, Any]]:
+        """(model outputs, batch, loss dict, metrics dict) of vanilla's training step on all rays of a batch, or (INT)
+        of the step on the rays the sampler picks from its pool."""
+        if not self.config.int_enabled:  # VanillaPipeline.get_train_loss_dict, keeping the batch
+            ray_bundle, batch = self.datamanager.next_train(step)
+            model_outputs = self._model(ray_bundle)
+            metrics_dict = self.model.get_metrics_dict(model_outputs, batch)
+            return model_outputs, batch, self.model.get_loss_dict(model_outputs, batch, metrics_dict), metrics_dict
+        sampler = self._ensure_sampler()
+        if self._pending_rng is not None:  # resumed: continue the random stream where the checkpoint left it
+            torch.set_rng_state(self._pending_rng["cpu"])
+            if "cuda" in self._pending_rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state(self._pending_rng["cuda"], self.device)
+            self._pending_rng = None
+        batch_rays = self.datamanager.get_train_rays_per_batch()
+        selection = sampler.select(step, lambda: self._draw_pool(step), self._score_pool, batch_size=batch_rays)
+        assert self._pool_rays is not None and self._pool_batch is not None
+        indices = selection.indices
+        ray_bundle = self._pool_rays[indices]
+        batch = {name: value[indices.to(value.device)] for name, value in self._pool_batch.items()}
+        if selection.weights is not None:
+            batch[LOSS_WEIGHTS_KEY] = selection.weights.to(self.device)
         model_outputs = self._model(ray_bundle)
         metrics_dict = self.model.get_metrics_dict(model_outputs, batch)
         loss_dict = self.model.get_loss_dict(model_outputs, batch, metrics_dict)
+        if sampler.needs_errors:  # free refresh: the training forward's (pre-update) errors of the trained rays
+            sampler.record(selection, self._ray_errors(model_outputs, batch))
+        metrics_dict.update(self._int_metrics(selection, sampler))
+        return model_outputs, batch, loss_dict, metrics_dict
 
-        # Free refresh: the training forward's (pre-update) errors of the trained rays.
-        if not self.config.int_random_subset:
-            pool.scores[selected] = self._ray_errors(model_outputs, batch).to(pool.scores.device)
-        n_forced = int(pool.forced[selected].sum())
-        pool.trained[selected] = True
-        pool.forced[selected] = False
-        assert self._skips is not None
-        self._skips[pool.pixel_ids[selected]] = 0
+    def _int_metrics(self, selection: Selection, sampler: IntSampler) -> Dict[str, float]:
+        pool = sampler.pool
+        metrics = {
+            "int_ratio": float(selection.ratio),
+            "int_interval": float(selection.interval),
+            "int_reselected": float(selection.new_pool),
+            "int_pool_age": float(selection.step - pool.step) if pool is not None else 0.0,
+            "int_forced_rays": float(selection.num_forced),
+            "rays_trained": float(selection.num_trained),
+            "rays_scored": float(selection.num_scored),
+        }
+        if self._sampler_config.sampler in ("soft", "error-map"):
+            metrics["int_alpha"] = float(selection.alpha)
+        return metrics
 
-        metrics_dict.update(
-            {
-                "int_ratio": float(ratio),
-                "int_interval": float(interval),
-                "int_reselected": float(reselect),
-                "int_pool_age": float(step - pool.step),
-                "int_forced_rays": float(n_forced),
-                "rays_trained": float(k),
-                "rays_scored": float(pool.scores.shape[0] if reselect and not self.config.int_random_subset else 0),
-            }
-        )
-        return model_outputs, loss_dict, metrics_dict
-
-    def _select(self, pool: CandidatePool, k: int) -> Tensor:
-        """(k,) indices into the pool: forced rays first, then the largest scores (or uniform keys for the control)."""
-        n = pool.scores.shape[0]
-        if self.config.int_random_subset:
-            # Top-k of i.i.d. uniform keys is a uniformly random k-subset; forced rays get keys above 1.
-            keys = torch.rand(n, device=pool.scores.device)
-        else:
-            keys = pool.scores.clone()
-        keys[pool.forced] = float("inf")
-        return select_topk(keys, k / n)
-
-    def _new_pool(self, step: int) -> CandidatePool:
-        """Retire the current pool (update skip counters), draw ``int_pool_batches`` fresh batches and score them."""
-        self._retire_pool()
+    def _draw_pool(self, step: int) -> PoolCandidates:
+        """Draw ``int_pool_batches`` fresh datamanager batches as the sampler's new pool."""
         bundles, batches = [], []
         for _ in range(self.config.int_pool_batches):
             ray_bundle, batch = self.datamanager.next_train(step)
@@ -278,50 +417,25 @@ class InrPipeline(VanillaPipeline):
                 )
             bundles.append(ray_bundle)
             batches.append(batch)
-        ray_bundle = cat_ray_bundles(bundles)
-        batch = {name: _cat_batch_values(name, [b[name] for b in batches]) for name in batches[0]}
-        pixel_ids = self._pixel_ids(batch["indices"])
-        if self.config.int_random_subset:
-            scores = torch.zeros(pixel_ids.shape[0], device=self.device)
-        else:
-            with torch.no_grad():
-                scores = self._ray_errors(self.model(ray_bundle), batch).to(self.device)
-        assert self._skips is not None
-        forced = self._skips[pixel_ids] >= self.config.int_max_skips
-        trained = torch.zeros_like(forced)
-        return CandidatePool(ray_bundle, batch, scores, pixel_ids, forced, trained, step)
-
-    def _retire_pool(self) -> None:
-        """Count one more skip for every candidate of the current pool that was never trained in it (a pixel drawn
-        twice into the pool counts as trained if either copy was)."""
-        pool = self._pool
-        if pool is None or self._skips is None:
-            return
-        untrained = pool.pixel_ids[~pool.trained]
-        counts = self._skips[untrained].to(torch.int32) + 1
-        self._skips[untrained] = counts.clamp_(max=MAX_SKIP_COUNT).to(torch.uint8)
-        self._skips[pool.pixel_ids[pool.trained]] = 0
-        self._pool = None
-
-    def _pixel_ids(self, indices: Tensor) -> Tensor:
-        """(n,) flat pixel ids from (n, 3) ``(camera, y, x)`` indices; allocates the skip counters on first use."""
+        self._pool_rays = cat_ray_bundles(bundles)
+        self._pool_batch = {name: _cat_batch_values(name, [b[name] for b in batches]) for name in batches[0]}
+        indices = self._pool_batch["indices"]
         if indices.dim() != 2 or indices.shape[1] != 3:
             raise ValueError(f"batch['indices'] must have shape (n, 3) = (camera, y, x), got {tuple(indices.shape)}")
-        if self._image_hw is None:
-            cameras = self.datamanager.train_dataset.cameras
-            self._image_hw = (int(cameras.height.max()), int(cameras.width.max()))
-            num_pixels = len(self.datamanager.train_dataset) * self._image_hw[0] * self._image_hw[1]
-            self._skips = torch.zeros(num_pixels, dtype=torch.uint8, device=self.device)
-        height, width = self._image_hw
+        height, width = self._image_size()
         indices = indices.long().to(self.device)
-        assert self._skips is not None
         ids = (indices[:, 0] * height + indices[:, 1]) * width + indices[:, 2]
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self._skips.shape[0]):
-            raise ValueError(
-                f"batch['indices'] out of range for {len(self.datamanager.train_dataset)} train images of "
-                f"at most {height}x{width} pixels"
-            )
-        return ids
+        cells = grid_cells(indices, height, width, int(self.config.int_error_map_cell))
+        return PoolCandidates(size=int(ids.shape[0]), ids=ids, cells=cells)
+
+    def _score_pool(self, positions: Tensor) -> Tensor:
+        """(m,) INT scores of the pool rays at ``positions`` from a no-grad forward."""
+        assert self._pool_rays is not None and self._pool_batch is not None
+        whole = positions.numel() == len(self._pool_rays)
+        rays = self._pool_rays if whole else self._pool_rays[positions]
+        batch = self._pool_batch if whole else {k: v[positions.to(v.device)] for k, v in self._pool_batch.items()}
+        with torch.no_grad():
+            return self._ray_errors(self.model(rays), batch).to(self.device)
 
     def _ray_errors(self, outputs: Dict[str, Any], batch: Dict[str, Tensor]) -> Tensor:
         """(n,) INT scores: L1 error of the rendered colour (fine if present) against the blended ground truth."""
@@ -332,6 +446,22 @@ class InrPipeline(VanillaPipeline):
             gt_image=batch["image"].to(outputs[f"rgb{suffix}"].device),
         )
         return int_scores(pred, target[..., : pred.shape[-1]])
+
+
+def _bundle_fields(bundle: RayBundle) -> Dict[str, Any]:
+    """A RayBundle as a dict of its fields (tensors, dicts of tensors or None), for checkpoints."""
+    return {f.name: getattr(bundle, f.name) for f in dataclasses.fields(RayBundle)}
+
+
+def _to_device(values: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
+    def move(value: Any) -> Any:
+        if isinstance(value, Tensor):
+            return value.to(device)
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        return value
+
+    return {k: move(v) for k, v in values.items()}
 
 
 def cat_ray_bundles(bundles: List[RayBundle]) -> RayBundle:
@@ -356,3 +486,6 @@ def _cat_batch_values(name: str, values: List[Any]) -> Tensor:
     if not all(isinstance(v, Tensor) for v in values):
         raise ValueError(f"INT pools concatenate per-ray batch tensors; batch[{name!r}] is {type(values[0]).__name__}")
     return values[0] if len(values) == 1 else torch.cat(values, dim=0)
+
+
+__all__ = ["InrPipeline", "InrPipelineConfig", "LOSS_WEIGHTS_KEY", "MAX_SKIP_COUNT", "cat_ray_bundles"]

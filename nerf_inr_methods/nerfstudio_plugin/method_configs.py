@@ -14,7 +14,7 @@ from nerfstudio.engine.optimizers import RAdamOptimizerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
-from nerf_inr_methods.nerfstudio_plugin.esgd_trainer import ESGDTrainerConfig
+from nerf_inr_methods.nerfstudio_plugin.esgd_trainer import ESGDTrainerConfig, RunLengthExponentialDecaySchedulerConfig
 from nerf_inr_methods.nerfstudio_plugin.inr_nerf import InrNeRFModelConfig
 from nerf_inr_methods.nerfstudio_plugin.int_pipeline import InrPipelineConfig
 from nerf_inr_methods.nerfstudio_plugin.offline import install as install_offline_fixes
@@ -24,6 +24,9 @@ install_offline_fixes()  # loaded by ns-train / ns-eval / ns-render through the 
 
 def nerf_trainer_config(method_name: str, model: InrNeRFModelConfig) -> ESGDTrainerConfig:
     """nerfstudio's vanilla-nerf training set-up (Blender data, RAdam 5e-4) around one of our models.
+
+    The lr is constant unless ``--optimizers.fields.scheduler.lr-final`` is given: then it decays exponentially to
+    that value over the run (``--max-num-iterations``; ``--optimizers.fields.scheduler.max-steps`` to override).
 
     The trainer is :class:`ESGDTrainer`: nerfstudio's Trainer unless ``--optimizer esgd`` (or an ESGD optimizer
     config) asks for ESGD's curvature steps.
@@ -35,7 +38,10 @@ def nerf_trainer_config(method_name: str, model: InrNeRFModelConfig) -> ESGDTrai
             model=model,
         ),
         optimizers={
-            "fields": {"optimizer": RAdamOptimizerConfig(lr=5e-4, eps=1e-08), "scheduler": None},
+            "fields": {
+                "optimizer": RAdamOptimizerConfig(lr=5e-4, eps=1e-08),
+                "scheduler": RunLengthExponentialDecaySchedulerConfig(),  # lr_final None: constant lr
+            },
         },
         viewer=ViewerConfig(num_rays_per_chunk=1 << 12),
         # nerfstudio defaults to CUDA and crashes without it; ours train wherever they are run.

@@ -14,20 +14,41 @@ it through its entry points in ``ns-train``, ``ns-eval`` and ``ns-render``):
   same place on the offline machine. Set ``NIM_LPIPS=off`` to skip LPIPS without trying.
 - torch >= 2.6 loads checkpoints with ``weights_only=True``; nerfstudio checkpoints whose scheduler state holds
   numpy floats (nerfstudio issue 3683) then fail in ``ns-eval``/``ns-render``/resume. Instead of turning the
-  safety off, the numpy scalar types are added to torch's allow-list of safe globals.
+  safety off, the numpy scalar types are added to torch's allow-list of safe globals
+  (:func:`nerf_inr_methods.safe_io.allow_checkpoint_types`).
+- nerfstudio reads ``config.yml`` with PyYAML's unsafe loader (``eval_setup``: ``ns-eval``, ``ns-render``,
+  ``ns-viewer``, ``ns-export``; ``ns-train --load-config``), which runs ``!!python/object/apply`` tags. Those calls
+  are routed to :class:`nerf_inr_methods.safe_io.ConfigLoader`, which builds only the classes a genuine config
+  holds (:func:`nerf_inr_methods.safe_io.install_safe_yaml_for_nerfstudio`).
+
+:func:`safe_eval_setup` is nerfstudio's ``eval_setup`` with both files loaded by ``safe_io`` and one clear error per
+bad input (our ``inr-mesh`` uses it).
+
+Two more for the console:
+
+- Bad input reaches the user as one line. ``ns-train`` lets every exception out as a traceback (after the config
+  dump); :func:`install_bad_input_hook` makes ``sys.excepthook`` print a ``ValueError`` / ``FileNotFoundError``
+  *raised by this package* (our checks name the flag or file: ``preflight``, dataparsers, configs) as
+  ``<program>: error: <message>`` and exit with status 2. Every other exception, including a ValueError raised
+  inside nerfstudio or torch, keeps its traceback; ``NIM_TRACEBACK=1`` shows the traceback of ours too.
+- Known third-party warnings are filtered (:mod:`warning_filters`).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 import warnings
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
+
+from nerf_inr_methods import safe_io
+from nerf_inr_methods.nerfstudio_plugin.warning_filters import filter_third_party_warnings
 
 LPIPS_MISSING_NOTE = (
     "LPIPS omitted: its AlexNet weights (alexnet-owt-7be5be79.pth) are not available offline. "
@@ -71,8 +92,11 @@ class LazyLPIPS(nn.Module):
         self._metric: list = []  # [metric] once built; a list keeps it out of state_dict and .to()
         self._unavailable = os.environ.get("NIM_LPIPS", "").lower() in ("off", "0", "false")
 
-    @property
-    def available(self) -> bool:
+    def is_available(self) -> bool:
+        """Build the metric if needed (may download its weights); False when it cannot be had.
+
+        A method, not a property: nerfstudio's viewer reads every property of the model's modules at start.
+        """
         return self._build() is not None
 
     def _build(self) -> nn.Module | None:
@@ -107,23 +131,65 @@ def drop_unavailable_metrics(metrics: dict) -> dict:
     return metrics
 
 
-def _allow_numpy_scalars_in_checkpoints() -> None:
-    """Allow-list the numpy types nerfstudio scheduler states contain, for ``torch.load(weights_only=True)``."""
-    safe = [np.dtype, np.core.multiarray.scalar]
-    safe += [type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32, np.bool_)]
-    torch.serialization.add_safe_globals(safe)
+BAD_INPUT_EXIT_STATUS = 2
+"""Exit status of a command stopped by bad input (as argparse, tyro and our console scripts)."""
+
+
+def bad_input_message(error: BaseException) -> str | None:
+    """The message of a bad-input error our code raised, or None for any other exception (a bug: keep its traceback).
+
+    Bad input is a ``ValueError`` or ``FileNotFoundError`` whose innermost traceback frame is in this package, i.e.
+    one of our own ``raise`` statements (they name the flag or file and what was expected).
+    """
+    if not isinstance(error, (ValueError, FileNotFoundError)):
+        return None
+    traceback = error.__traceback__
+    if traceback is None:
+        return None
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    module = str(traceback.tb_frame.f_globals.get("__name__", ""))
+    if module.split(".")[0] != "nerf_inr_methods":
+        return None
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def install_bad_input_hook() -> None:
+    """Make uncaught bad input (:func:`bad_input_message`) print ``<program>: error: <message>`` on stderr and exit
+    with status 2; other exceptions go to the previous ``sys.excepthook`` unchanged (idempotent)."""
+    previous = sys.excepthook
+    if getattr(previous, "_nerf_inr_methods_hook", False):
+        return
+
+    def excepthook(kind: type[BaseException], error: BaseException, traceback: TracebackType | None) -> None:
+        message = bad_input_message(error)
+        if message is None or os.environ.get("NIM_TRACEBACK", "") not in ("", "0"):
+            previous(kind, error, traceback)
+            return
+        program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "error"
+        sys.stdout.flush()
+        print(f"{program}: error: {message}", file=sys.stderr, flush=True)
+        # os._exit: an excepthook cannot choose the status otherwise, and a viewer or loader thread must not keep
+        # the process alive; nothing of the run needs saving at this point.
+        os._exit(BAD_INPUT_EXIT_STATUS)
+
+    excepthook._nerf_inr_methods_hook = True  # type: ignore[attr-defined]
+    sys.excepthook = excepthook
 
 
 _installed = False
 
 
 def install() -> None:
-    """Install both fixes (idempotent). Called when ``nerf_inr_methods.nerfstudio_plugin`` is imported."""
+    """Install the fixes (idempotent). Called when nerfstudio loads our method configs (entry points)."""
     global _installed
     if _installed:
         return
     _installed = True
-    _allow_numpy_scalars_in_checkpoints()
+    safe_io.allow_checkpoint_types()
+    safe_io.install_safe_yaml_for_nerfstudio()
+    filter_third_party_warnings()
+    install_bad_input_hook()
 
     import torchmetrics.image.lpip as lpip_module
 
@@ -144,3 +210,76 @@ def install() -> None:
 
     VanillaPipeline.get_average_eval_image_metrics = get_average_eval_image_metrics  # type: ignore[method-assign]
     VanillaPipeline.get_eval_image_metrics_and_images = get_eval_image_metrics_and_images  # type: ignore
+
+
+def latest_checkpoint(checkpoint_dir: Path, source: str) -> tuple[Path, int]:
+    """The newest ``step-XXXXXXXXX.ckpt`` of a run's checkpoint folder and its step.
+
+    Raises:
+        FileNotFoundError: no folder or no checkpoint in it (``source`` names the config that points there).
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    if not checkpoint_dir.is_dir():
+        raise FileNotFoundError(f"{source}: its checkpoint folder {checkpoint_dir} does not exist")
+    steps = []
+    for path in checkpoint_dir.glob("step-*.ckpt"):
+        digits = path.stem.split("-", 1)[1]
+        if digits.isdigit():
+            steps.append((int(digits), path))
+    if not steps:
+        raise FileNotFoundError(f"{source}: no checkpoint (step-*.ckpt) in {checkpoint_dir}")
+    step, path = max(steps)
+    return path, step
+
+
+def safe_eval_setup(
+    config_path: Path,
+    eval_num_rays_per_chunk: int | None = None,
+    test_mode: str = "test",
+    update_config_callback: Any = None,
+) -> tuple[Any, Any, Path, int]:
+    """nerfstudio's ``eval_setup`` with safe loading and one clear error per bad input, checked before the long part.
+
+    The config is read with :func:`nerf_inr_methods.safe_io.load_run_config` (allow-listed classes only) and the
+    newest checkpoint with :func:`nerf_inr_methods.safe_io.safe_torch_load` (plain weights only; a truncated file is
+    named), both before the pipeline (and its dataset) is set up.
+
+    Returns:
+        (config, pipeline in eval mode, checkpoint path, step), as ``eval_setup``.
+
+    Raises:
+        FileNotFoundError / ValueError naming the config, the method or the checkpoint.
+    """
+    install()
+    from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.pipelines.base_pipeline import Pipeline
+
+    config_path = Path(config_path)
+    config = safe_io.load_run_config(config_path)
+    if config.method_name not in all_methods:
+        raise ValueError(
+            f"{config_path}: method {config.method_name!r} is not installed here "
+            f"(known: {', '.join(sorted(all_methods))})"
+        )
+    config.pipeline.datamanager._target = all_methods[config.method_name].pipeline.datamanager._target
+    if eval_num_rays_per_chunk:
+        config.pipeline.model.eval_num_rays_per_chunk = eval_num_rays_per_chunk
+    if update_config_callback is not None:
+        config = update_config_callback(config)
+    config.load_dir = config.get_checkpoint_dir()
+    checkpoint_path, step = latest_checkpoint(config.load_dir, str(config_path))
+    state = safe_io.safe_torch_load(checkpoint_path, map_location="cpu")
+    if not isinstance(state, dict) or "pipeline" not in state:
+        raise ValueError(f"checkpoint {checkpoint_path} is not a nerfstudio checkpoint (no 'pipeline' entry)")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    pipeline = config.pipeline.setup(device=device, test_mode=test_mode)
+    assert isinstance(pipeline, Pipeline)
+    pipeline.eval()
+    try:
+        pipeline.load_pipeline(state["pipeline"], state.get("step", step))
+    except (RuntimeError, KeyError) as error:  # shapes or keys of another model
+        raise ValueError(
+            f"checkpoint {checkpoint_path} does not fit the model of {config_path} "
+            f"({' '.join(str(error).split())[:200]})"
+        ) from None
+    return config, pipeline, checkpoint_path, int(state.get("step", step))

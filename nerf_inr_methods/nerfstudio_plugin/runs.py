@@ -43,7 +43,8 @@ def prepare_config(
         data: dataset folder for the method's dataparser (e.g. a Blender scene with transforms_*.json).
         steps: number of training iterations; one checkpoint is saved at the end.
         preset: name of a preset from ``presets.py`` (None for the method's own sizes).
-        overrides: dotted config paths -> values, applied last, e.g. ``{"pipeline.model.iga_end": 10}``.
+        overrides: dotted config paths -> values, applied last, e.g. ``{"pipeline.model.iga_end": 10}``; a part
+            naming a dict entry indexes it (``{"optimizer_presets.esgd.optimizer.lr": 0.3}``).
     """
     data = Path(data)
     if not data.exists():
@@ -67,8 +68,8 @@ def prepare_config(
     for path, value in (overrides or {}).items():
         *parents, leaf = path.split(".")
         target = config
-        for part in parents:
-            target = getattr(target, part)
+        for part in parents:  # dict entries too, e.g. "optimizer_presets.esgd.optimizer.recipe"
+            target = target[part] if isinstance(target, dict) else getattr(target, part)
         if not hasattr(target, leaf):
             raise AttributeError(f"override {path!r}: {type(target).__name__} has no field {leaf!r}")
         setattr(target, leaf, value)

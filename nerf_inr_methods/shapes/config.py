@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from nerf_inr_methods.core.esgd import ESGDConfig
+from nerf_inr_methods.core.int_sampler import IntSamplerConfig, SamplerName, SamplerOptionError
 from nerf_inr_methods.core.int_selection import IntervalKind, RatioKind
 from nerf_inr_methods.core.mlp import Activation
 
@@ -97,6 +99,49 @@ class IntOptions:
     """Largest re-selection interval (None: min(90, max(10, steps // 100)): 90 from 9000 steps, 10 for short runs)."""
     random_subset: bool = False
     """Control: a uniformly random subset of the same size under the same schedule (no scoring)."""
+    sampler: SamplerName = "int"
+    """int (paper: top-k by error), random (its control, = --int-selection.random-subset), soft (soft mining),
+    error-map (per-voxel error map, no scoring pass) or two-forward (score more points, train the hardest)."""
+    max_skips: int | None = None
+    """No-starvation guard (--points pool / full): a point left untrained in this many consecutive pools
+    is forced into its next (None: off, the paper's INT)."""
+    alpha: float = 0.6
+    """soft / error-map: exponent of the importance correction of each point's loss (0: pure mining, 1: unbiased)."""
+    alpha_warmup: float = 0.1
+    """soft / error-map: alpha grows linearly from 0 over this fraction of the steps."""
+    uniform_share: float = 0.2
+    """soft / error-map: share of the drawing probability spread uniformly over the candidates."""
+    score_factor: float = 2.0
+    """two-forward: points scored by the no-grad forward per trained point."""
+    error_map_resolution: int = 32
+    """error-map: voxels per axis of the error map over the unit box."""
+
+    def sampler_config(self, max_interval: int, seed: int) -> IntSamplerConfig:
+        """The core sampler options (ValueError naming the --int-selection flag if one is bad)."""
+        if self.random_subset and self.sampler not in ("int", "random"):
+            raise ValueError(
+                "--int-selection.random-subset is INT's control: it needs --int-selection.sampler int "
+                f"(or use --int-selection.sampler random), got {self.sampler!r}"
+            )
+        sampler = "random" if self.random_subset else self.sampler
+        try:
+            return IntSamplerConfig(
+                sampler=sampler,
+                ratio_kind=self.ratio,
+                r0=self.r0,
+                interval_kind=self.interval,
+                max_interval=max_interval,
+                reuse="keep" if sampler in ("int", "random") else "rerank",  # the paper's subset; soft re-draws
+                max_skips=self.max_skips,
+                alpha=self.alpha,
+                alpha_warmup=self.alpha_warmup,
+                uniform_share=self.uniform_share,
+                score_factor=self.score_factor,
+                seed=seed,
+            )
+        except SamplerOptionError as exc:
+            flag = {"ratio_kind": "ratio", "interval_kind": "interval"}.get(exc.field, exc.field)
+            raise ValueError(f"--int-selection.{flag.replace('_', '-')} {exc.problem}") from None
 
 
 @dataclass
@@ -121,20 +166,6 @@ class IgaOptions:
     """Control: S = I through the same surrogate-loss path (gradient equal to the plain MSE's)."""
     morton_bits: int = 10
     """Bits per axis of the Morton codes that order the points."""
-
-
-@dataclass
-class EsgdOptions:
-    """ESGD optimizer settings (used when optimizer is esgd)."""
-
-    update_d_every: int = 100
-    """After the warm-up, estimate curvature every this many steps."""
-    d_warmup: int = 50
-    """Number of initial steps that all estimate curvature."""
-    eps: float = 1e-4
-    """Added to sqrt(d_hat) in the denominator."""
-    hvp_source: Literal["hessian", "gradient"] = "hessian"
-    """hessian (ESGD) or gradient (ablation: g^2 instead of (Hv)^2, Adam-like)."""
 
 
 @dataclass
@@ -176,7 +207,11 @@ class ShapeFitConfig:
     output_dir: Path = Path("outputs/inr-shape")
     """Folder that receives the run folder."""
     run_name: str | None = None
-    """Run folder name (None: '<mesh stem>-<protocol>-<timestamp>')."""
+    """Run folder name (None: '<mesh stem>-<protocol>-<timestamp>'). An existing, non-empty folder is never mixed
+    with a new run: the new run goes to '<run-name>-2' (-3, ...) unless --resume is given."""
+    resume: bool = False
+    """Continue the run folder --run-name (None: the newest '<mesh stem>-<protocol>-*' folder) from its latest
+    checkpoint: optimizer, step, random streams and metrics history carry on. Give the first run's flags again."""
     protocol: Protocol = "int"
     """Shape-fitting protocol: int (SDF, default), iga (voxel-grid occupancy, l2) or esgd (occupancy, BCE)."""
     task: Task | None = None
@@ -233,8 +268,8 @@ class ShapeFitConfig:
     """INT example selection."""
     iga: IgaOptions = field(default_factory=IgaOptions)
     """IGA gradient adjustment."""
-    esgd: EsgdOptions = field(default_factory=EsgdOptions)
-    """ESGD settings."""
+    esgd: ESGDConfig = field(default_factory=ESGDConfig)
+    """ESGD settings (used when optimizer is esgd; the lr is --lr; rademacher-seed None: --seed)."""
     lbfgs: LbfgsOptions = field(default_factory=LbfgsOptions)
     """L-BFGS settings."""
     derivative: DerivativeOptions = field(default_factory=DerivativeOptions)
@@ -354,9 +389,14 @@ def validate_config(cfg: ShapeFitConfig) -> None:
         )
     if cfg.int_selection.random_subset and not cfg.int_selection.enabled:
         raise ValueError("--int-selection.random-subset is INT's control: it needs --int-selection.enabled")
-    if not 0 < cfg.int_selection.r0 <= 1:
-        raise ValueError(f"--int-selection.r0 must be in (0, 1], got {cfg.int_selection.r0}")
     _positive_int(cfg.int_selection.max_interval, "--int-selection.max-interval")
+    _positive_int(cfg.int_selection.error_map_resolution, "--int-selection.error-map-resolution")
+    sampler = cfg.int_selection.sampler_config(cfg.int_selection.max_interval, cfg.seed)
+    if cfg.int_selection.enabled and sampler.weights_loss and cfg.derivative.kind != "none":
+        raise ValueError(
+            f"--int-selection.sampler {sampler.sampler} weights each point's loss, which the --derivative.kind "
+            "loss hook does not take: set --int-selection.alpha 0 or --derivative.kind none"
+        )
     if cfg.iga.enabled:
         if cfg.loss != "mse":
             raise ValueError("--iga.enabled adjusts the residual of an l2 loss: use --loss mse")
@@ -432,7 +472,7 @@ def config_from_dict(d: dict[str, Any]) -> ShapeFitConfig:
     nested = {
         "int_selection": IntOptions,
         "iga": IgaOptions,
-        "esgd": EsgdOptions,
+        "esgd": ESGDConfig,
         "lbfgs": LbfgsOptions,
         "derivative": DerivativeOptions,
     }

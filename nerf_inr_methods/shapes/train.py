@@ -4,7 +4,8 @@ trains with the shared coordinate loop (:func:`nerf_inr_methods.coordfit.fit`), 
 Run folder (``<output_dir>/<run_name>/``)::
 
     config.json                 resolved configuration (protocol defaults filled in)
-    checkpoints/step_XXXXXXX.pt written atomically (temporary file + rename); final.pt at the end
+    checkpoints/step_XXXXXXX.pt written atomically (temporary file + rename); final.pt at the end;
+                                interrupted.pt when training stops early (Ctrl-C, an error)
     metrics.json                protocol, final IoU / Chamfer / timings, evaluation curve, loss curve
     mesh.ply (or .obj)          extracted mesh in the input mesh's coordinates
 
@@ -12,13 +13,20 @@ Multi-process training (``num_processes > 1`` or launched by ``torchrun``): Dist
 the gloo backend; each process draws its own points (seed, rank) with ``batch_size / world_size`` points
 per step (fresh/pool) or its own ``1 / world_size`` share of the pool (full); gradients are averaged, so
 the model is the same on every process. Rank 0 evaluates and writes the run folder.
+
+A new run never writes into a folder holding an earlier run's files: it goes to ``<run-name>-2`` (-3, ...)
+instead, said on stderr. ``resume=True`` (``inr-shape fit --resume``) continues a run folder from its newest
+checkpoint that loads: model, optimizer, LR schedule, sampler, every random stream and the metrics history carry
+on, so N steps in one go and N/2 + resume + N/2 give the same network (same flags and process count).
+Checkpoints are read with ``torch.load(weights_only=True)`` (:mod:`nerf_inr_methods.safe_io`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -34,15 +42,18 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from nerf_inr_methods import mesh as meshlib
-from nerf_inr_methods.coordfit import FitHistory, StepResult, coord_loss, fit
-from nerf_inr_methods.core.esgd import ESGD
-from nerf_inr_methods.core.iga import IGAAdjust, make_iga_adjust
-from nerf_inr_methods.core.int_selection import IntSchedule
+from nerf_inr_methods.cli import check_output_dir
+from nerf_inr_methods.coordfit import FitHistory, StepResult, coord_loss, fit_iter
+from nerf_inr_methods.core.iga import IGAAdjust
+from nerf_inr_methods.core.int_sampler import IntSampler, voxel_cells
 from nerf_inr_methods.core.mlp import CoordinateMLP, make_mlp
+from nerf_inr_methods.reporting import write_json
+from nerf_inr_methods.safe_io import RefusedFileError, safe_torch_load
 
 from . import derivative as deriv
 from .config import ShapeFitConfig, config_from_dict, config_to_dict, resolve_config
 from .data import (
+    MESH_SUFFIXES,
     MeshSDF,
     Normalization,
     PreparedShape,
@@ -78,16 +89,8 @@ def build_optimizer(cfg: ShapeFitConfig, model: nn.Module) -> torch.optim.Optimi
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr)
     if cfg.optimizer == "esgd":
-        gen = torch.Generator().manual_seed(cfg.seed)
-        return ESGD(
-            params,
-            lr=cfg.lr,
-            eps=cfg.esgd.eps,
-            update_d_every=cfg.esgd.update_d_every,
-            d_warmup=cfg.esgd.d_warmup,
-            hvp_source=cfg.esgd.hvp_source,
-            generator=gen,
-        )
+        seed = cfg.seed if cfg.esgd.rademacher_seed is None else cfg.esgd.rademacher_seed
+        return dataclasses.replace(cfg.esgd, rademacher_seed=seed).build(params, lr=cfg.lr)
     if cfg.optimizer == "lbfgs":
         return torch.optim.LBFGS(
             params,
@@ -145,6 +148,8 @@ class PointSource:
         self.morton_rank: np.ndarray | None = None
         """Position of the i-th drawn pool point in the Morton-ordered pool (IGA only)."""
         self.pool_targets: Tensor | None = None
+        self.last_index: Tensor | None = None
+        """Pool indices of the last ``batch`` (``pool`` points only)."""
         if cfg.points == "fresh":
             return
         if cfg.point_set == "voxels":
@@ -193,6 +198,7 @@ class PointSource:
         else:
             idx = self.rng.integers(0, n, size=min(self.batch_size, n))
         index = torch.from_numpy(idx).to(self.device)
+        self.last_index = index  # pool ids of this batch (INT's no-starvation guard)
         return self.pool[index], self.pool_targets[index]
 
     def surface_with_normals(self, n: int) -> tuple[Tensor, Tensor]:
@@ -258,28 +264,6 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         raise
 
 
-def atomic_write_json(obj: Any, path: Path) -> None:
-    """Write JSON (non-finite floats as null) atomically."""
-
-    def clean(v: Any) -> Any:
-        if isinstance(v, float):
-            return v if math.isfinite(v) else None
-        if isinstance(v, dict):
-            return {str(k): clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if isinstance(v, (np.floating, np.integer)):
-            return clean(v.item())
-        if isinstance(v, Path):
-            return str(v)
-        return v
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(clean(obj), indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def save_checkpoint(
     path: Path,
     model: nn.Module,
@@ -287,8 +271,11 @@ def save_checkpoint(
     step: int,
     cfg: ShapeFitConfig,
     norm: Normalization,
+    resume: dict[str, Any] | None = None,
 ) -> None:
-    """Checkpoint = model and optimizer state, step, resolved config and the unit-box transform."""
+    """Checkpoint = model and optimizer state, step, resolved config, the unit-box transform and (to continue
+    training) the ``resume`` state of :func:`train_shape`. Plain tensors, containers and numbers only (loadable with
+    ``weights_only=True``); written atomically."""
     level, inside = decision_rule(cfg)
     atomic_torch_save(
         {
@@ -297,9 +284,10 @@ def save_checkpoint(
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
             "config": config_to_dict(cfg),
-            "normalization": {"center": list(norm.center), "scale": norm.scale},
-            "level": level,
+            "normalization": {"center": [float(c) for c in norm.center], "scale": float(norm.scale)},
+            "level": float(level),
             "inside": inside,
+            "resume": resume,
         },
         path,
     )
@@ -326,18 +314,15 @@ class LoadedShapeModel:
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> LoadedShapeModel:
     """Restore a shape network written by the trainer.
 
+    Loaded with ``torch.load(weights_only=True)`` (:func:`nerf_inr_methods.safe_io.safe_torch_load`): the file may
+    only hold tensors, containers and plain values, never code.
+
     Raises:
-        FileNotFoundError: no such file. ValueError: not an inr-shape checkpoint.
+        FileNotFoundError: no such file. ValueError: truncated, not an inr-shape checkpoint, or refused (it would
+        run code).
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=False)
-    except Exception as exc:
-        raise ValueError(
-            f"{path} is not an inr-shape checkpoint (torch.load failed: {type(exc).__name__}: {exc})"
-        ) from exc
+    ckpt = safe_torch_load(path, map_location=device)  # plain weights only: a crafted pickle is refused
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an inr-shape checkpoint (expected format {CHECKPOINT_FORMAT!r})")
     cfg = config_from_dict(ckpt["config"])
@@ -413,6 +398,245 @@ class ShapeEvaluator:
         )
 
 
+# ------------------------------------------------------------------------------------------- up-front checks
+POOL_BYTES_PER_POINT = 64
+"""Peak bytes per point of a fixed pool (float64 sampling / voxel-grid intermediates, coords, targets, Morton)."""
+
+
+def check_fit_inputs(cfg: ShapeFitConfig) -> None:
+    """Refuse, before any work, what would fail later: the --mesh file, an unwritable --output-dir, and grids or
+    pools larger than the available memory (the final mesh's included). ValueError/FileNotFoundError name the flag.
+    """
+    mesh = Path(cfg.mesh)
+    if not mesh.exists():
+        raise FileNotFoundError(f"--mesh {mesh} does not exist")
+    if mesh.is_dir():
+        raise ValueError(f"--mesh {mesh} is a folder, expected a mesh file ({', '.join(MESH_SUFFIXES)})")
+    if mesh.suffix.lower() not in MESH_SUFFIXES:
+        raise ValueError(f"--mesh {mesh}: unknown mesh format {mesh.suffix!r}; expected one of {MESH_SUFFIXES}")
+    check_output_dir(cfg.output_dir, "--output-dir")
+    for flag, resolution in (
+        ("--mesh-resolution", cfg.mesh_resolution),
+        ("--iou-resolution", cfg.iou_resolution),
+        ("--eval-iou-resolution", cfg.eval_iou_resolution),
+    ):
+        if resolution >= 2:
+            meshlib.check_grid_memory(resolution, flag)
+    if cfg.points != "fresh" and cfg.point_set == "voxels":
+        meshlib.check_grid_memory(cfg.voxel_resolution, "--voxel-resolution", POOL_BYTES_PER_POINT)
+    elif cfg.points != "fresh":
+        free = meshlib.available_memory_bytes()
+        need = cfg.pool_size * POOL_BYTES_PER_POINT
+        if free is not None and need > free:
+            raise ValueError(
+                f"--pool-size {cfg.pool_size}: the pool needs about {meshlib.format_bytes(need)} of memory, but "
+                f"{meshlib.format_bytes(free)} is available; use --pool-size {free // POOL_BYTES_PER_POINT} or less"
+            )
+
+
+# ------------------------------------------------------------------------------------------- run folder, resume
+RESUME_FREE_FIELDS = ("resume", "run_name", "output_dir", "progress", "num_threads", "device", "chunk_size")
+"""Config fields that may differ between a run and its resumption (they do not change what is trained)."""
+
+
+def _holds_files(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def new_run_dir(cfg: ShapeFitConfig) -> Path:
+    """The folder of a new run: ``--output-dir/--run-name`` (default name with a timestamp); if that folder already
+    holds an earlier run's files, ``<name>-2`` (-3, ...) instead, said on stderr, so two runs' files never mix."""
+    out = Path(cfg.output_dir)
+    base = cfg.run_name or default_run_name(cfg)
+    name, k = base, 1
+    while _holds_files(out / name) or (out / name).is_file():
+        k += 1
+        name = f"{base}-{k}"
+    if name != base:
+        print(
+            f"inr-shape: run folder {out / base} already holds a run; writing this one to {out / name} "
+            "(--resume continues the earlier run)",
+            file=sys.stderr,
+        )
+    return out / name
+
+
+def resume_run_dir(cfg: ShapeFitConfig) -> Path:
+    """The folder ``--resume`` continues: ``--output-dir/--run-name``, or without a name the newest
+    ``<mesh stem>-<protocol>-*`` folder with checkpoints in --output-dir."""
+    out = Path(cfg.output_dir)
+    if cfg.run_name is not None:
+        run_dir = out / cfg.run_name
+        if not (run_dir / "checkpoints").is_dir():
+            raise FileNotFoundError(
+                f"--resume: {run_dir} is not a run folder with checkpoints (check --output-dir and --run-name)"
+            )
+        return run_dir
+    prefix = f"{Path(cfg.mesh).stem}-{cfg.protocol}-"
+    found = sorted(p for p in out.glob(f"{prefix}*") if (p / "checkpoints").is_dir()) if out.is_dir() else []
+    if not found:
+        raise FileNotFoundError(f"--resume: no run folder {prefix}* with checkpoints in {out}; give --run-name")
+    return max(found, key=lambda p: (p / "checkpoints").stat().st_mtime)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def check_resume_config(stored: dict[str, Any], cfg: ShapeFitConfig, source: Path) -> None:
+    """Refuse to continue a run with other training flags (ValueError listing each differing flag)."""
+    old = _flat({k: v for k, v in stored.items() if k not in RESUME_FREE_FIELDS})
+    new = _flat({k: v for k, v in config_to_dict(cfg).items() if k not in RESUME_FREE_FIELDS})
+    if "mesh" in old and "mesh" in new:
+        old["mesh"], new["mesh"] = str(Path(old["mesh"]).resolve()), str(Path(new["mesh"]).resolve())
+    diffs = [
+        f"--{key.replace('_', '-')} {old.get(key)!r} (now {new.get(key)!r})"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
+    if diffs:
+        raise ValueError(
+            f"--resume: {source} was trained with other flags: {'; '.join(diffs)}; repeat the first run's flags"
+        )
+
+
+def latest_resumable_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The newest checkpoint of a run folder that loads and carries a resume state (step_*.pt, interrupted.pt).
+
+    A truncated or unreadable checkpoint is skipped with a warning (the next older one is used); a file that would
+    run code is refused (:class:`RefusedFileError`), never skipped.
+
+    Raises:
+        ValueError: the run finished (final.pt) or no checkpoint can be resumed.
+    """
+    ckpt_dir = run_dir / "checkpoints"
+    if (ckpt_dir / "final.pt").exists():
+        raise ValueError(f"--resume: {run_dir} already finished (checkpoints/final.pt); nothing to resume")
+    candidates: list[tuple[int, Path]] = []
+    for path in ckpt_dir.glob("step_*.pt"):
+        digits = path.stem.split("_", 1)[1]
+        if digits.isdigit():
+            candidates.append((int(digits), path))
+    if (ckpt_dir / "interrupted.pt").exists():
+        candidates.append((-1, ckpt_dir / "interrupted.pt"))  # its step is inside
+    best: tuple[int, Path, dict[str, Any]] | None = None
+    for listed_step, path in sorted(candidates, key=lambda c: (c[0] < 0, c[0]), reverse=True):  # interrupted first
+        if best is not None and listed_step >= 0 and listed_step <= best[0]:
+            break
+        try:
+            ckpt = safe_torch_load(path)
+        except RefusedFileError:
+            raise
+        except ValueError as error:
+            warnings.warn(f"--resume: skipping {path}: {error}", stacklevel=2)
+            continue
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or not ckpt.get("resume"):
+            warnings.warn(f"--resume: skipping {path}: not an inr-shape checkpoint with a resume state", stacklevel=2)
+            continue
+        if best is None or int(ckpt["step"]) > best[0]:
+            best = (int(ckpt["step"]), path, ckpt)
+    if best is None:
+        raise ValueError(f"--resume: no checkpoint in {ckpt_dir} can be resumed")
+    return best[1], best[2]
+
+
+def _resume_state(
+    hist: FitHistory,
+    points: PointSource,
+    optimizer: torch.optim.Optimizer,
+    sampler: IntSampler | None,
+    scheduler: Any,
+    hook: ShapeLossHook | None,
+    iga: IGAAdjust | None,
+    timing: dict[str, Any],
+    world_size: int,
+    gather: bool,
+    streams: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """What :func:`train_shape` needs to continue exactly (None when another process's random state is missing).
+
+    ``streams``: the random streams as :func:`_random_streams` saw them at the last step boundary (an interrupted
+    step may already have drawn its batch), instead of their current state.
+    """
+    streams = streams or _random_streams(points, optimizer)
+    point_states = [streams["point_rng"]]
+    if world_size > 1:
+        if not gather:
+            return None
+        point_states = [None] * world_size
+        dist.all_gather_object(point_states, streams["point_rng"])
+    history = hist.to_dict()
+    n_evals = len(history["eval_metrics"])  # an interruption during an evaluation leaves it half-recorded
+    for key in ("eval_steps", "eval_time", "eval_points_trained", "eval_points_scored"):
+        history[key] = history[key][:n_evals]
+    return {
+        "history": history,
+        "timing": dict(timing),
+        "world_size": world_size,
+        "point_rng": point_states,
+        "torch_rng": streams["torch_rng"],
+        "optimizer_rng": streams["optimizer_rng"],
+        "sampler": sampler.state_dict() if sampler is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "hook": None if hook is None else {"calls": hook.calls, "weight": hook.weight, "weights": list(hook.weights)},
+        "iga": None if iga is None else _iga_counters(iga),
+    }
+
+
+def _random_streams(points: PointSource, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Copies of the random streams a step draws from before it changes any weight: the point sampler's, torch's
+    global one and the optimizer's private generator (ESGD)."""
+    generator = getattr(optimizer, "generator", None)
+    return {
+        "point_rng": points.rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+        "optimizer_rng": generator.get_state() if isinstance(generator, torch.Generator) else None,
+    }
+
+
+def _iga_counters(iga: IGAAdjust) -> dict[str, Any]:
+    """IGA's running state (call counter, latest S, diagnostics): the non-init fields of its state dataclass."""
+    state = getattr(iga, "state", iga)
+    return {f.name: getattr(state, f.name) for f in dataclasses.fields(state) if not f.init}
+
+
+def _restore(
+    state: dict[str, Any],
+    rank: int,
+    points: PointSource,
+    optimizer: torch.optim.Optimizer,
+    sampler: IntSampler | None,
+    scheduler: Any,
+    hook: ShapeLossHook | None,
+    iga: IGAAdjust | None,
+    device: torch.device,
+) -> FitHistory:
+    """Put the random streams and method states of :func:`_resume_state` back; returns the history to continue."""
+    points.rng.bit_generator.state = state["point_rng"][rank]
+    torch.set_rng_state(state["torch_rng"])
+    generator = getattr(optimizer, "generator", None)
+    if isinstance(generator, torch.Generator) and state["optimizer_rng"] is not None:
+        generator.set_state(state["optimizer_rng"])
+    if sampler is not None:
+        sampler.load_state_dict(state["sampler"], device)
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if hook is not None and state["hook"] is not None:
+        hook.calls, hook.weight = int(state["hook"]["calls"]), float(state["hook"]["weight"])
+        hook.weights = [tuple(w) for w in state["hook"]["weights"]]
+    if iga is not None and state["iga"] is not None:
+        target = getattr(iga, "state", iga)
+        for key, value in state["iga"].items():
+            setattr(target, key, value.to(device) if isinstance(value, Tensor) and key == "matrix" else value)
+    return FitHistory(**state["history"])
+
+
 # ------------------------------------------------------------------------------------------- training
 @dataclass
 class ShapeFitResult:
@@ -437,6 +661,36 @@ def default_run_name(cfg: ShapeFitConfig) -> str:
 
 def _eval_schedule(every: int, steps: int) -> list[int]:
     return sorted(set(([s for s in range(every, steps + 1, every)] if every > 0 else []) + [steps]))
+
+
+def build_int_sampler(
+    cfg: ShapeFitConfig, points: PointSource, batch_fn: Callable[[int], tuple[Tensor, ...]] | None
+) -> tuple[IntSampler, Callable[[Tensor], Tensor] | None, Callable[[int], tuple[Tensor, ...]] | None]:
+    """The INT-family sampler of a resolved config, its error-map cells (voxels of the unit box) and the batch
+    function (with pool ids for the no-starvation guard when --points pool)."""
+    o = cfg.int_selection
+    config = o.sampler_config(int(o.max_interval), cfg.seed)  # type: ignore[arg-type]
+    num_points = int(points.pool.shape[0]) if points.pool is not None else None
+    resolution = int(o.error_map_resolution)
+    sampler = IntSampler(
+        config,
+        cfg.steps,
+        num_points=num_points if cfg.points != "fresh" else None,
+        num_cells=resolution**3,
+        fresh_candidates=batch_fn is not None,
+        generator=torch.Generator().manual_seed(cfg.seed + 1),
+    )
+    cells_fn = (lambda coords: voxel_cells(coords, resolution)) if config.sampler == "error-map" else None
+    if batch_fn is not None and cfg.points == "pool" and config.max_skips is not None:
+        plain = batch_fn
+
+        def with_ids(step: int) -> tuple[Tensor, ...]:
+            coords, targets = plain(step)
+            assert points.last_index is not None
+            return coords, targets, points.last_index
+
+        batch_fn = with_ids
+    return sampler, cells_fn, batch_fn
 
 
 def _progress_bar(cfg: ShapeFitConfig, rank: int) -> tuple[Callable[[int, StepResult], None] | None, Any]:
@@ -473,8 +727,28 @@ def train_shape(
         :class:`ShapeFitResult`.
     """
     cfg = resolve_config(cfg)
-    if cfg.run_name is None:
-        cfg.run_name = default_run_name(cfg)
+    check_fit_inputs(cfg)
+    run_dir = None
+    if rank == 0:
+        run_dir = resume_run_dir(cfg) if cfg.resume else new_run_dir(cfg)
+    if world_size > 1:  # rank 0 chose the folder
+        shared = [run_dir]
+        dist.broadcast_object_list(shared, src=0)
+        run_dir = shared[0]
+    assert run_dir is not None
+    cfg.run_name = run_dir.name
+    resume_from: dict[str, Any] | None = None
+    if cfg.resume:
+        resume_path, checkpoint = latest_resumable_checkpoint(run_dir)
+        check_resume_config(checkpoint["config"], cfg, resume_path)
+        resume_from = checkpoint
+        if checkpoint["resume"]["world_size"] != world_size:
+            raise ValueError(
+                f"--resume: {resume_path} was trained by {checkpoint['resume']['world_size']} processes, not "
+                f"{world_size}: use the same --num-processes"
+            )
+        if rank == 0:
+            print(f"inr-shape: resuming {run_dir} from {resume_path.name} (step {checkpoint['step']})", file=sys.stderr)
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
     t_setup = time.perf_counter()
@@ -485,6 +759,8 @@ def train_shape(
         shape = prepare_shape(cfg.mesh, cfg.fill, cfg.non_watertight)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
+    if resume_from is not None:
+        model.load_state_dict(resume_from["model"])
     train_model: nn.Module = model
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -495,34 +771,38 @@ def train_shape(
     coords, targets = points.full() if cfg.points == "full" else (None, None)
     batch_fn = None if cfg.points == "full" else points.batch
 
-    schedule = None
+    sampler, cells_fn = None, None
     if cfg.int_selection.enabled:
-        o = cfg.int_selection
-        schedule = IntSchedule(cfg.steps, o.ratio, o.r0, o.interval, o.max_interval)
+        sampler, cells_fn, batch_fn = build_int_sampler(cfg, points, batch_fn)
     iga = None
     if cfg.iga.enabled:
-        iga = make_iga_adjust(model, cfg.iga.end, cfg.iga.group_size, cfg.iga.update_every, cfg.iga.identity)
+        iga = IGAAdjust(model, cfg.iga.end, cfg.iga.group_size, cfg.iga.update_every, cfg.iga.identity)
     hook = ShapeLossHook(cfg, model, points, iga) if (iga is not None or cfg.derivative.kind != "none") else None
     scheduler = None
     if cfg.lr_final_factor < 1.0 and cfg.optimizer != "lbfgs":
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_final_factor ** (1.0 / cfg.steps))
     level, inside = decision_rule(cfg)
     evaluator = ShapeEvaluator(shape, level, inside, cfg.chunk_size)
+    start_step, history0, timing0 = 0, None, {"eval_s": 0.0, "train_cpu_s": 0.0, "cpu_curve": []}
+    if resume_from is not None:
+        if resume_from["optimizer"] is not None:
+            optimizer.load_state_dict(resume_from["optimizer"])
+        history0 = _restore(resume_from["resume"], rank, points, optimizer, sampler, scheduler, hook, iga, device)
+        start_step, timing0 = int(resume_from["step"]), resume_from["resume"]["timing"]
 
-    run_dir = Path(cfg.output_dir) / cfg.run_name
     ckpt_dir = run_dir / "checkpoints"
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(config_to_dict(cfg), run_dir / "config.json")
+        if resume_from is None:
+            write_json(config_to_dict(cfg), run_dir / "config.json")
     setup_seconds = time.perf_counter() - t_setup
 
     eval_steps = set(_eval_schedule(cfg.eval_every, cfg.steps))
     ckpt_steps = set(_eval_schedule(cfg.checkpoint_every, cfg.steps)) - {cfg.steps}
     # Process CPU clock next to fit's wall clock: with one intra-op thread it measures the work done, and
     # it is far less sensitive than wall time to other jobs on a shared machine. Evaluation is excluded.
-    clock = {"eval": 0.0, "eval_cpu": 0.0, "cpu0": time.process_time()}
-    done_steps = {"n": 0}
-    cpu_curve: list[float] = []
+    clock = {"eval": float(timing0["eval_s"]), "eval_cpu": 0.0, "cpu0": time.process_time() - timing0["train_cpu_s"]}
+    cpu_curve: list[float] = list(timing0["cpu_curve"])
 
     def train_cpu() -> float:
         return time.process_time() - clock["cpu0"] - clock["eval_cpu"]
@@ -531,8 +811,6 @@ def train_shape(
         t0, c0 = time.perf_counter(), time.process_time()
         out: dict[str, float] = {"train_cpu_s": train_cpu()}
         if rank == 0:
-            if done in ckpt_steps:
-                save_checkpoint(ckpt_dir / f"step_{done:07d}.pt", model, optimizer, done, cfg, shape.normalization)
             if done in eval_steps:
                 out[f"iou_{cfg.eval_iou_resolution}"] = evaluator.iou(model, cfg.eval_iou_resolution)
             if eval_callback is not None:
@@ -544,33 +822,57 @@ def train_shape(
     user_progress, bar = _progress_bar(cfg, rank)
 
     def progress(step: int, result: StepResult) -> None:
-        done_steps["n"] = step + 1
         cpu_curve.append(train_cpu())
         if user_progress is not None:
             user_progress(step, result)
 
+    if bar is not None and start_step:
+        bar.update(start_step)
+
+    def checkpoint(path: Path, hist: FitHistory, gather: bool, streams: dict[str, Any] | None = None) -> None:
+        """Write a checkpoint after ``len(hist.loss)`` steps (every process takes part when ``gather``)."""
+        t0, c0 = time.perf_counter(), time.process_time()
+        done = len(hist.loss)
+        timing = {"eval_s": clock["eval"], "train_cpu_s": train_cpu(), "cpu_curve": cpu_curve[:done]}
+        state = _resume_state(
+            hist, points, optimizer, sampler, scheduler, hook, iga, timing, world_size, gather, streams
+        )
+        if rank == 0:
+            save_checkpoint(path, model, optimizer, done, cfg, shape.normalization, resume=state)
+        clock["eval"] += time.perf_counter() - t0
+        clock["eval_cpu"] += time.process_time() - c0
+
+    history = history0 if history0 is not None else FitHistory()
+    boundary = _random_streams(points, optimizer)  # at the last step boundary, for interrupted.pt
     try:
-        history = fit(
+        steps = fit_iter(
             train_model,
             optimizer,
             cfg.steps,
             coords,
             targets,
             batch_fn=batch_fn,
-            int_schedule=schedule,
-            random_subset=cfg.int_selection.random_subset,
-            generator=torch.Generator().manual_seed(cfg.seed + 1),
+            sampler=sampler,
+            cells_fn=cells_fn,
             loss=cfg.loss,
             adjust=hook,
             lr_scheduler=scheduler,
             eval_fn=eval_fn,
             eval_steps=sorted(eval_steps | ckpt_steps | ({0} if eval_callback is not None else set())),
             progress=progress,
+            start_step=start_step,
+            history=history0,
         )
+        for history in steps:
+            if len(history.loss) in ckpt_steps:
+                checkpoint(ckpt_dir / f"step_{len(history.loss):07d}.pt", history, gather=True)
+            boundary = _random_streams(points, optimizer)
     except BaseException:
         if rank == 0:
-            # Keep what was learnt so far (finished checkpoints are untouched: all writes are atomic).
-            save_checkpoint(ckpt_dir / "interrupted.pt", model, optimizer, done_steps["n"], cfg, shape.normalization)
+            # Keep what was learnt so far (finished checkpoints are untouched: all writes are atomic), with the random
+            # streams of the last step boundary. Resuming from it is exact when the interruption came before the
+            # step changed any weight or sampler state (batch drawing, the forward pass); otherwise close.
+            checkpoint(ckpt_dir / "interrupted.pt", history, gather=False, streams=boundary)
         raise
     finally:
         if bar is not None:
@@ -589,7 +891,7 @@ def train_shape(
             }
         )
         metrics["world_size"] = world_size
-        atomic_write_json(metrics, run_dir / "metrics.json")
+        write_json(metrics, run_dir / "metrics.json")
     return ShapeFitResult(run_dir, metrics, model, history, cpu_curve)
 
 
@@ -670,10 +972,11 @@ def run_fit(cfg: ShapeFitConfig) -> dict[str, Any]:
     """Train as configured: one process, ``num_processes`` spawned gloo processes, or under torchrun
     (``WORLD_SIZE`` / ``RANK`` in the environment). Returns rank 0's metrics (with ``run_dir``)."""
     cfg = resolve_config(cfg)
-    if cfg.run_name is None:
-        cfg.run_name = default_run_name(cfg)
-    if not Path(cfg.mesh).exists():  # fail before spawning processes
-        raise FileNotFoundError(f"mesh file not found: {cfg.mesh}")
+    check_fit_inputs(cfg)  # fail before spawning processes
+    run_dir = resume_run_dir(cfg) if cfg.resume else new_run_dir(cfg)
+    cfg.run_name = run_dir.name
+    if cfg.resume and cfg.num_processes > 1:
+        check_resume_config(latest_resumable_checkpoint(run_dir)[1]["config"], cfg, run_dir)
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
     if env_world > 1:  # launched by torchrun
         rank = int(os.environ["RANK"])

@@ -1,0 +1,736 @@
+"""Every NeRF method against vanilla NeRF at vanilla's plateau, on CPU (converged comparison).
+
+Each run trains one arm (a registered method or inr-nerf's switches, CPU preset) through nerfstudio's own Trainer
+(its callbacks and ``train_iteration``, so our pipelines, models and trainers behave as under ``ns-train``) with the
+shared plateau schedule (:data:`SCHEDULE`), and logs test PSNR on fixed views every ``eval_every`` steps against
+steps, training wall-clock and training CPU time (evaluation and checkpointing excluded). A run is a real nerfstudio
+run folder (``config.yml`` + checkpoint), so ``ns-eval``, ``ns-render`` and ``inr-mesh`` work on it.
+
+Resumable at two levels: a finished run (``run.json`` with ``finished``) is reused when its settings match, and an
+unfinished one continues from its last checkpoint (saved at every evaluation), so the study can be split across
+sessions; every run records the commit it was trained at (each segment's commit if it was resumed).
+
+Stages (``--stage``): ``tune`` trains each arm's lr grid for ``tune_steps`` steps of the plateau schedule (its first
+``tune_steps`` steps, same lr curve) and picks the best lr on every 20th val view; ``train`` trains every
+(scene, arm, seed) at its tuned lr (or the arm's default when no tuning exists yet); ``report`` writes
+``benchmarks/results/nerf_plateau.json`` (every raw curve), the Markdown table, the PSNR-vs-time plot and the
+side-by-side test views. ``all`` does the three in order.
+
+Run from the repository root: ``python -m benchmarks.nerf_plateau --help``. ``--quick`` is a 2-minute smoke on the
+generated synthetic scene, writing outside tracked files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Sequence, Tuple
+
+import numpy as np
+import tyro
+
+from benchmarks.common import (
+    RESULTS_DIR,
+    command_line,
+    environment_info,
+    fmt_pm,
+    markdown_table,
+    mean_std,
+    paired_stats,
+    plateau_gain,
+    time_to_target,
+    verdict,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+SCENES: Dict[str, Dict[str, Any]] = {
+    "mic": {
+        "data": SHARED / "blender" / "mic",
+        "parser": "blender",
+        "overrides": {"pipeline.datamanager.camera_res_scale_factor": 0.5},  # 200 px files -> 100 px
+        "view_every": 20,
+    },
+    "fern": {
+        "data": SHARED / "llff" / "fern",
+        "parser": "llff",
+        "overrides": {"pipeline.model.background_color": "last_sample"},
+        "view_every": 1,
+    },
+    "synthetic": {
+        "data": ROOT / "data" / "synthetic-demo",
+        "parser": "blender",
+        "overrides": {},
+        "view_every": 1,
+    },
+}
+"""scene -> data folder, dataparser, config overrides, and the stride of the fixed evaluation views."""
+
+SCHEDULE: Dict[str, Any] = {"steps": 15000, "lr_final_ratio": 0.01, "rays": 256}
+"""The shared plateau schedule (chosen by the pilots in the README): steps, exponential lr decay to
+``lr * lr_final_ratio`` over the run (nerfstudio's ExponentialDecayScheduler), rays per step."""
+
+_INT = {"pipeline.int_enabled": True}
+_IGA = {"pipeline.model.iga": True, "pipeline.model.iga_end": 6}  # 25 of 1024 rays, scaled to 256 -> 6
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of the study: a registered method with config overrides, its optimizer family and lr grid."""
+
+    method: str
+    overrides: Dict[str, Any] = field(default_factory=dict)
+    optimizer: Literal["configured", "esgd", "adam"] = "configured"
+    """Which optimizer's lr the grid sets: the method's RAdam ("configured"), or gauss-nerf's esgd / adam preset."""
+    lr_grid: Tuple[float, ...] = (5e-4, 1e-3, 2e-3)
+    default_lr: float = 1e-3
+
+
+ARMS: Dict[str, Arm] = {
+    "vanilla": Arm("inr-nerf"),
+    "iga": Arm("iga-nerf", dict(_IGA)),
+    "iga-identity": Arm("iga-nerf", {**_IGA, "pipeline.model.iga_identity": True}),
+    "int": Arm("int-nerf"),
+    "int-random": Arm("int-nerf", {"pipeline.int_random_subset": True}),
+    "int+iga": Arm("inr-nerf", {**_INT, **_IGA}),
+    "gauss-adam": Arm("gauss-nerf", {"optimizer": "adam"}, "adam", (1.5e-3, 4.5e-3, 1.35e-2), 4.5e-3),
+    "gauss-esgd": Arm("gauss-nerf", {}, "esgd", (1.0 / 9, 1.0 / 3, 1.0), 1.0 / 3),
+}
+"""arm -> how to train it. New arms are named with these prefixes (e.g. ``int-soft``, ``gauss-esgd-robust``)."""
+
+
+@dataclass
+class PlateauConfig:
+    """Converged comparison of every NeRF method against vanilla NeRF (CPU preset)."""
+
+    stage: Literal["tune", "train", "report", "all"] = "all"
+    """tune: lr grids at a short horizon; train: the plateau runs; report: JSON, table and pictures; all: in order."""
+    scenes: Tuple[str, ...] = ("mic",)
+    """Scenes to train (mic, fern, synthetic)."""
+    arms: Tuple[str, ...] = tuple(ARMS)
+    """Arms to train and report (vanilla is always included: it is the baseline)."""
+    seeds: Tuple[int, ...] = (0, 1)
+    """Paired seeds on mic; fern and the synthetic scene use the first seed only."""
+    steps: int = SCHEDULE["steps"]
+    """Training steps per run (the shared plateau schedule)."""
+    lr_final_ratio: float = SCHEDULE["lr_final_ratio"]
+    """Exponential lr decay over the run to lr * this (1 = constant lr)."""
+    rays: int = SCHEDULE["rays"]
+    """Rays per training step (the datamanager's batch)."""
+    eval_every: int = 1000
+    """Steps between logged test evaluations (and checkpoints)."""
+    tune_steps: int = 2000
+    """Horizon of the lr tuning runs (the first steps of the plateau schedule)."""
+    tune_scene: str = "mic"
+    """Scene the lr grids are tuned on (val split)."""
+    jobs: int = 2
+    """Runs trained at once, each in its own process."""
+    threads: int = 1
+    """Torch threads per run."""
+    output_dir: Path = ROOT / "outputs" / "nerf_plateau"
+    """Run folders (reused across invocations: this is what makes the study resumable)."""
+    results: Path = RESULTS_DIR / "nerf_plateau.json"
+    """Results JSON (every run's raw curve)."""
+    synthetic_data: Path = SCENES["synthetic"]["data"]
+    """Folder of the generated synthetic scene (made by data_scripts/make_synthetic_scene.py when absent)."""
+    quick: bool = False
+    """Smoke run: synthetic scene, 200 steps, 2 arms, writing below output_dir only."""
+
+
+# ------------------------------------------------------------------------------------------------------ runs
+def git_commit() -> str:
+    """The commit of the working tree (with ``+dirty`` when it has uncommitted changes to tracked files)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=10", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "nerf_inr_methods"], cwd=ROOT).returncode
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines one training run; its hash names the run folder's settings."""
+
+    scene: str
+    arm: str
+    seed: int
+    lr: float
+    steps: int
+    lr_final_ratio: float
+    rays: int
+    eval_every: int
+    split: str = "test"
+    """Split of the logged evaluations (val for tuning runs)."""
+    stop: int | None = None
+    """Stop after this many steps of the ``steps``-long schedule (tuning runs: the schedule's first steps)."""
+    data: str = ""
+    """Data folder of the scene when not the default one of :data:`SCENES` (e.g. a generated scene in tests)."""
+
+    @property
+    def name(self) -> str:
+        kind = "tune-" if self.split == "val" else ""
+        stop = f"-stop{self.stop}" if self.stop else ""
+        return (
+            f"{kind}{self.arm}-lr{self.lr:.3g}-seed{self.seed}-T{self.steps}-decay{self.lr_final_ratio:g}"
+            f"-rays{self.rays}{stop}"
+        )
+
+    @property
+    def last_step(self) -> int:
+        return self.stop or self.steps
+
+    def key(self) -> str:
+        fields = dataclasses.asdict(self)
+        if not fields["data"]:  # the scene's default folder (machines differ in where it lives)
+            del fields["data"]
+        text = json.dumps(fields, sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def trainer_config(spec: RunSpec, run_dir: Path):
+    """The nerfstudio TrainerConfig of one run: the arm's method and overrides, CPU preset, the plateau schedule."""
+    from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
+
+    from nerf_inr_methods.nerfstudio_plugin.runs import prepare_config
+
+    arm, scene = ARMS[spec.arm], SCENES[spec.scene]
+    overrides = {**scene["overrides"], **arm.overrides, "pipeline.datamanager.train_num_rays_per_batch": spec.rays}
+    if scene["parser"] == "llff":
+        from nerf_inr_methods.nerfstudio_plugin.llff_dataparser import LLFFDataParserConfig
+
+        overrides["pipeline.datamanager.dataparser"] = LLFFDataParserConfig(downscale_factor=8, scale_factor=0.25)
+    config = prepare_config(
+        arm.method,
+        Path(spec.data) if spec.data else scene["data"],
+        run_dir.parents[2],
+        steps=spec.steps,
+        seed=spec.seed,
+        timestamp=run_dir.name,
+        experiment_name=spec.scene,
+        overrides=overrides,
+    )
+    assert config.get_base_dir() == run_dir, (config.get_base_dir(), run_dir)
+    config.steps_per_save = spec.eval_every
+    config.save_only_latest_checkpoint = True
+    final_lr = lambda lr: lr * spec.lr_final_ratio  # noqa: E731
+    if arm.optimizer == "configured":
+        config.optimizers["fields"]["optimizer"].lr = spec.lr
+        config.optimizers["fields"]["scheduler"] = (
+            ExponentialDecaySchedulerConfig(lr_final=final_lr(spec.lr), max_steps=spec.steps)
+            if spec.lr_final_ratio != 1.0
+            else None
+        )
+    else:
+        preset = config.optimizer_presets[arm.optimizer]
+        preset["optimizer"].lr = spec.lr
+        preset["scheduler"].lr_final = final_lr(spec.lr)
+        preset["scheduler"].max_steps = spec.steps
+        if arm.optimizer == "esgd":
+            preset["optimizer"].rademacher_seed = spec.seed
+    return config
+
+
+def run_dir_of(spec: RunSpec, output_dir: Path) -> Path:
+    """``output_dir/runs/<scene>/<method>/<run name>``: nerfstudio's experiment/method/timestamp layout."""
+    return output_dir / "runs" / spec.scene / ARMS[spec.arm].method / spec.name
+
+
+def load_record(spec: RunSpec, output_dir: Path) -> Dict[str, Any] | None:
+    """The run's ``run.json`` if it exists and was made with the same settings (finished or not)."""
+    path = run_dir_of(spec, output_dir) / "run.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if record.get("key") == spec.key() else None
+
+
+def _write_json_atomic(path: Path, payload: Dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)
+
+
+def train_run(spec: RunSpec, output_dir: Path, threads: int = 1, until: int | None = None) -> Dict[str, Any]:
+    """Train (or continue) one run and return its record: meta, ``curve`` [{step, train_seconds, cpu_seconds, psnr}],
+    final metrics. Evaluation (every ``eval_every`` steps on the scene's fixed views) and checkpointing are outside
+    both clocks; every cost of a training step (INT scoring, eNTK, double backward) is inside. ``until``: stop
+    after that many steps, unfinished (as an interrupted session would; the next call continues)."""
+    import torch
+    from nerfstudio.engine.callbacks import TrainingCallbackLocation
+    from nerfstudio.scripts.train import _set_random_seed
+
+    from benchmarks.nerf_common import evaluate_views, load_eval_views
+    from nerf_inr_methods.nerfstudio_plugin.runs import own_event_writers
+
+    torch.set_num_threads(threads)
+    run_dir = run_dir_of(spec, output_dir)
+    record = load_record(spec, output_dir)
+    if record is not None and record.get("finished"):
+        return record
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = trainer_config(spec, run_dir)
+    checkpoints = sorted((run_dir / "nerfstudio_models").glob("step-*.ckpt"))
+    resume_step = None
+    if record is not None and record["curve"] and checkpoints:
+        last_step = record["curve"][-1]["step"]
+        if (run_dir / "nerfstudio_models" / f"step-{last_step - 1:09d}.ckpt").is_file():
+            resume_step = last_step
+            config.load_dir = run_dir / "nerfstudio_models"
+            config.load_step = last_step - 1
+    if resume_step is None:
+        record = {
+            "key": spec.key(),
+            **dataclasses.asdict(spec),
+            "method": ARMS[spec.arm].method,
+            "overrides": {k: repr(v) for k, v in ARMS[spec.arm].overrides.items()},
+            "commit": git_commit(),
+            "segments": [],
+            "curve": [],
+            "finished": False,
+        }
+    record["segments"].append({"commit": git_commit(), "start_step": resume_step or 0, "started": time.time()})
+    with own_event_writers():
+        _set_random_seed(spec.seed + (resume_step or 0))
+        config.save_config()
+        trainer = config.setup(local_rank=0, world_size=1)
+        trainer.setup()
+        pipeline = trainer.pipeline
+        views = load_eval_views(pipeline, split=spec.split, every=SCENES[spec.scene]["view_every"])
+        wall = record["curve"][-1]["train_seconds"] if resume_step else 0.0
+        cpu = record["curve"][-1]["cpu_seconds"] if resume_step else 0.0
+        rays_trained = record["curve"][-1]["rays_trained"] if resume_step else 0
+        rays_scored = record["curve"][-1]["rays_scored"] if resume_step else 0
+        if not resume_step:
+            result = evaluate_views(pipeline, views)
+            record["curve"].append(_point(0, 0.0, 0.0, 0, 0, result))
+        for step in range(resume_step or 0, spec.last_step):
+            wall_start, cpu_start = time.perf_counter(), time.process_time()
+            pipeline.train()
+            for callback in trainer.callbacks:
+                callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+            _, _, metrics = trainer.train_iteration(step)
+            for callback in trainer.callbacks:
+                callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+            if pipeline.model.device.type == "cuda":
+                torch.cuda.synchronize()
+            wall += time.perf_counter() - wall_start
+            cpu += time.process_time() - cpu_start
+            rays_trained += int(metrics.get("rays_trained", pipeline.datamanager.get_train_rays_per_batch()))
+            rays_scored += int(metrics.get("rays_scored", 0))
+            done = step + 1
+            if done % spec.eval_every == 0 or done == spec.last_step:
+                result = evaluate_views(pipeline, views)
+                record["curve"].append(_point(done, wall, cpu, rays_trained, rays_scored, result))
+                trainer.save_checkpoint(step)
+                record["segments"][-1]["end_step"] = done
+                _write_json_atomic(run_dir / "run.json", record)
+                print(
+                    f"  [{spec.name}] step {done}/{spec.last_step} {wall:7.0f} s  PSNR {result['psnr']:.2f}", flush=True
+                )
+                if until is not None and done >= until and done < spec.last_step:
+                    return record
+        final = final_metrics(pipeline, views, run_dir)
+        if spec.split == "test":  # the val views too, for choices made on val (e.g. the shared schedule)
+            val_views = load_eval_views(pipeline, split="val", every=SCENES[spec.scene]["view_every"])
+            final["final_val_psnr"] = evaluate_views(pipeline, val_views)["psnr"]
+    record.update(final)
+    record["finished"] = True
+    record["config"] = str(run_dir / "config.yml")
+    _write_json_atomic(run_dir / "run.json", record)
+    return record
+
+
+def _point(step: int, wall: float, cpu: float, trained: int, scored: int, result: Dict[str, Any]) -> Dict[str, Any]:
+    return {
+        "step": step,
+        "train_seconds": wall,
+        "cpu_seconds": cpu,
+        "rays_trained": trained,
+        "rays_scored": scored,
+        "psnr": result["psnr"],
+        "psnr_per_view": result["psnr_per_view"],
+    }
+
+
+def final_metrics(pipeline, views, run_dir: Path) -> Dict[str, Any]:
+    """PSNR and SSIM on the fixed views at the end of training; renders of the views saved as PNGs."""
+    import imageio.v3 as iio
+    import torch
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim_fn
+
+    model = pipeline.model
+    pipeline.eval()
+    psnrs, ssims = [], []
+    render_dir = run_dir / "renders"
+    render_dir.mkdir(exist_ok=True)
+    with torch.no_grad():
+        for i, image in enumerate(views.images):
+            outputs = model.get_outputs_for_camera(views.cameras[i : i + 1].to(model.device))
+            prediction = (outputs["rgb_fine"] if "rgb_fine" in outputs else outputs["rgb"]).clamp(0, 1)
+            target = model.renderer_rgb.blend_background(image.to(model.device))
+            mse = torch.mean((prediction - target) ** 2).item()
+            psnrs.append(-10.0 * math.log10(max(mse, 1e-12)))
+            nchw = lambda x: x.permute(2, 0, 1)[None]  # noqa: E731
+            ssims.append(float(ssim_fn(nchw(prediction), nchw(target), data_range=1.0)))
+            iio.imwrite(render_dir / f"{views.split}_{views.indices[i]:03d}.png", _to_uint8(prediction))
+            if not (render_dir / f"{views.split}_{views.indices[i]:03d}_gt.png").exists():
+                iio.imwrite(render_dir / f"{views.split}_{views.indices[i]:03d}_gt.png", _to_uint8(target))
+    pipeline.train()
+    return {"final_psnr": float(np.mean(psnrs)), "final_ssim": float(np.mean(ssims)), "final_psnr_per_view": psnrs}
+
+
+def _to_uint8(image) -> np.ndarray:
+    return (image.detach().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def _train_task(task: Tuple[RunSpec, str, int]) -> Dict[str, Any]:
+    spec, output_dir, threads = task
+    start = time.perf_counter()
+    record = train_run(spec, Path(output_dir), threads)
+    print(f"  [{spec.name}] done ({time.perf_counter() - start:.0f} s this call)", flush=True)
+    return record
+
+
+def train_all(specs: List[RunSpec], config: PlateauConfig) -> List[Dict[str, Any]]:
+    """Train the specs not finished yet, ``jobs`` at a time, each in a fresh process (nerfstudio's writers and
+    profiler are process-global); returns the records in the order of ``specs``."""
+    todo = [s for s in specs if not (load_record(s, config.output_dir) or {}).get("finished")]
+    print(f"{len(specs) - len(todo)} run(s) finished already, {len(todo)} to train", flush=True)
+    tasks = [(s, str(config.output_dir), config.threads) for s in todo]
+    if len(todo) == 1 or config.jobs == 1:  # in this process (nerfstudio's writers are closed after each run)
+        for task in tasks:
+            _train_task(task)
+    elif todo:
+        with ProcessPoolExecutor(config.jobs, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
+            list(pool.map(_train_task, tasks))
+    return [load_record(s, config.output_dir) for s in specs]
+
+
+# ------------------------------------------------------------------------------------------------------ stages
+def tune_specs(config: PlateauConfig) -> List[RunSpec]:
+    return [
+        RunSpec(
+            scene=config.tune_scene,
+            arm=arm,
+            seed=config.seeds[0],
+            lr=lr,
+            steps=config.steps,
+            lr_final_ratio=config.lr_final_ratio,
+            rays=config.rays,
+            eval_every=config.tune_steps // 2,
+            split="val",
+            stop=config.tune_steps,
+            data=scene_data(config, config.tune_scene),
+        )
+        for arm in config.arms
+        for lr in ARMS[arm].lr_grid
+    ]
+
+
+def scene_data(config: PlateauConfig, scene: str) -> str:
+    """The data folder to record in a RunSpec: empty for a scene's default folder."""
+    if scene == "synthetic" and Path(config.synthetic_data) != SCENES["synthetic"]["data"]:
+        return str(config.synthetic_data)
+    return ""
+
+
+def tuned_lrs(config: PlateauConfig) -> Dict[str, Dict[str, Any]]:
+    """Per arm: the lr grid's val PSNR at ``tune_steps`` and the winner (arms without tuning runs: their default)."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for arm in config.arms:
+        scores = {}
+        for spec in tune_specs(config):
+            if spec.arm != arm:
+                continue
+            record = load_record(spec, config.output_dir)
+            points = [p for p in (record or {}).get("curve", []) if p["step"] == config.tune_steps]
+            if points:
+                scores[spec.lr] = points[0]["psnr"]
+        if len(scores) == len(ARMS[arm].lr_grid):
+            best = max(scores, key=lambda lr: scores[lr])
+            out[arm] = {"grid": scores, "lr": best, "at_grid_edge": best in (min(scores), max(scores))}
+        else:
+            out[arm] = {"grid": scores, "lr": ARMS[arm].default_lr, "untuned": True}
+    return out
+
+
+def plateau_specs(config: PlateauConfig) -> List[RunSpec]:
+    lrs = tuned_lrs(config)
+    specs = []
+    for scene in config.scenes:
+        seeds = config.seeds if scene == "mic" or config.quick else config.seeds[:1]
+        for seed in seeds:
+            for arm in config.arms:
+                specs.append(
+                    RunSpec(
+                        scene=scene,
+                        arm=arm,
+                        seed=seed,
+                        lr=lrs[arm]["lr"],
+                        steps=config.steps,
+                        lr_final_ratio=config.lr_final_ratio,
+                        rays=config.rays,
+                        eval_every=config.eval_every,
+                        data=scene_data(config, scene),
+                    )
+                )
+    return specs
+
+
+def tune(config: PlateauConfig) -> None:
+    """Train each arm's lr grid for ``tune_steps`` steps (the plateau schedule's first steps; val views)."""
+    train_all(tune_specs(config), config)
+
+
+def curve_arrays(record: Dict[str, Any], clock: str = "train_seconds") -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    curve = record["curve"]
+    return (
+        np.array([p["step"] for p in curve], dtype=float),
+        np.array([p[clock] for p in curve], dtype=float),
+        np.array([p["psnr"] for p in curve], dtype=float),
+    )
+
+
+def analyse(records: List[Dict[str, Any]], config: PlateauConfig) -> Dict[str, Any]:
+    """Per scene and arm: final PSNR/SSIM, paired difference vs vanilla, time and steps to vanilla's final PSNR
+    (wall and CPU clocks), step time, plateau check of every run."""
+    by = {(r["scene"], r["arm"], r["seed"]): r for r in records if r and r.get("finished")}
+    analysis: Dict[str, Any] = {}
+    for scene in config.scenes:
+        seeds = sorted({k[2] for k in by if k[0] == scene and k[1] == "vanilla"})
+        scene_out: Dict[str, Any] = {}
+        for arm in config.arms:
+            paired = [s for s in seeds if (scene, arm, s) in by]
+            if not paired:
+                continue
+            rows = []
+            for seed in paired:
+                base, run = by[(scene, "vanilla", seed)], by[(scene, arm, seed)]
+                target = base["final_psnr"]
+                b_steps, b_wall, b_psnr = curve_arrays(base)
+                _, b_cpu, _ = curve_arrays(base, "cpu_seconds")
+                steps, wall, psnr = curve_arrays(run)
+                _, cpu, _ = curve_arrays(run, "cpu_seconds")
+                ratio = lambda t, b: (t / b) if t is not None and b else None  # noqa: E731
+                rows.append(
+                    {
+                        "seed": seed,
+                        "final_psnr": run["final_psnr"],
+                        "final_ssim": run["final_ssim"],
+                        "vanilla_final_psnr": target,
+                        "plateau_gain_db": plateau_gain(steps, psnr),
+                        "seconds_per_step": wall[-1] / steps[-1],
+                        "cpu_seconds_per_step": cpu[-1] / steps[-1],
+                        "steps_to_vanilla_final": time_to_target(steps, psnr, target),
+                        "time_ratio_to_vanilla_final": ratio(
+                            time_to_target(wall, psnr, target), time_to_target(b_wall, b_psnr, target)
+                        ),
+                        "cpu_ratio_to_vanilla_final": ratio(
+                            time_to_target(cpu, psnr, target), time_to_target(b_cpu, b_psnr, target)
+                        ),
+                        "rays_trained": run["curve"][-1]["rays_trained"],
+                        "rays_scored": run["curve"][-1]["rays_scored"],
+                    }
+                )
+            entry: Dict[str, Any] = {"per_seed": rows}
+            if arm != "vanilla":
+                diff = paired_stats([r["vanilla_final_psnr"] for r in rows], [r["final_psnr"] for r in rows])
+                if len(rows) >= 2:
+                    diff["verdict"] = verdict(diff["mean"], diff["std"], True, what=arm)
+                else:
+                    diff["verdict"] = "one seed: no verdict"
+                entry["final_psnr_minus_vanilla"] = diff
+            scene_out[arm] = entry
+        analysis[scene] = scene_out
+    return analysis
+
+
+def _cell_ratio(rows: Sequence[Dict[str, Any]], key: str) -> str:
+    values = [r[key] for r in rows if r[key] is not None]
+    if not values:
+        return f"never (0/{len(rows)})"
+    return f"{fmt_pm(*mean_std(values))}x ({len(values)}/{len(rows)})"
+
+
+def report_table(analysis: Dict[str, Any]) -> str:
+    lines = []
+    for scene, arms in analysis.items():
+        rows = []
+        for arm, entry in arms.items():
+            seeds = entry["per_seed"]
+            finals = [r["final_psnr"] for r in seeds]
+            diff = entry.get("final_psnr_minus_vanilla")
+            rows.append(
+                [
+                    arm,
+                    fmt_pm(*mean_std(finals)),
+                    f"{np.mean([r['final_ssim'] for r in seeds]):.3f}",
+                    "" if diff is None else f"{fmt_pm(diff['mean'], diff['std'])} ({diff['verdict']})",
+                    _cell_ratio(seeds, "time_ratio_to_vanilla_final"),
+                    _cell_ratio(seeds, "cpu_ratio_to_vanilla_final"),
+                    f"{np.mean([r['seconds_per_step'] for r in seeds]) * 1000:.0f}",
+                    ", ".join(f"{r['plateau_gain_db']:+.2f}" for r in seeds),
+                ]
+            )
+        headers = [
+            "arm",
+            "final PSNR (dB)",
+            "SSIM",
+            "vs vanilla (paired, dB)",
+            "time to vanilla's final (wall)",
+            "(CPU)",
+            "ms/step",
+            "gain over last 20% (dB)",
+        ]
+        lines.append(f"### {scene}\n\n" + markdown_table(headers, rows))
+    return "\n\n".join(lines)
+
+
+def plot_curves(records: List[Dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenes = sorted({r["scene"] for r in records})
+    fig, axes = plt.subplots(1, len(scenes), figsize=(6 * len(scenes), 4.5), squeeze=False)
+    colors: Dict[str, Any] = {}
+    for ax, scene in zip(axes[0], scenes, strict=True):
+        for r in (r for r in records if r["scene"] == scene):
+            color = colors.setdefault(r["arm"], f"C{len(colors) % 10}")
+            _, wall, psnr = curve_arrays(r)
+            ax.plot(wall / 60, psnr, color=color, alpha=0.85, label=f"{r['arm']} s{r['seed']}")
+        ax.set_title(f"{scene}: test PSNR vs training time")
+        ax.set_xlabel("training wall-clock (min, evaluation excluded)")
+        ax.set_ylabel("PSNR (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def montage(records: List[Dict[str, Any]], scene: str, seed: int, view: str, path: Path) -> bool:
+    """Ground truth beside every arm's render of one test view, with each arm's PSNR on that view."""
+    import imageio.v3 as iio
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in records if r["scene"] == scene and r["seed"] == seed]
+    if not runs:
+        return False
+    run_dirs = [Path(r["config"]).parent for r in runs]
+    gt = run_dirs[0] / "renders" / f"{view}_gt.png"
+    if not gt.is_file():
+        return False
+    fig, axes = plt.subplots(1, len(runs) + 1, figsize=(2.2 * (len(runs) + 1), 2.6))
+    axes[0].imshow(iio.imread(gt))
+    axes[0].set_title("ground truth", fontsize=8)
+    index = int(view.split("_")[-1])
+    for ax, r, d in zip(axes[1:], runs, run_dirs, strict=True):
+        ax.imshow(iio.imread(d / "renders" / f"{view}.png"))
+        views_psnr = dict(zip(_view_indices(r), r["final_psnr_per_view"], strict=True))
+        ax.set_title(f"{r['arm']}\n{views_psnr[index]:.2f} dB", fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _view_indices(record: Dict[str, Any]) -> List[int]:
+    every = SCENES[record["scene"]]["view_every"]
+    return [i * every for i in range(len(record["final_psnr_per_view"]))]
+
+
+def report(config: PlateauConfig) -> Dict[str, Any]:
+    specs = plateau_specs(config)
+    records = [r for r in (load_record(s, config.output_dir) for s in specs) if r and r.get("finished")]
+    analysis = analyse(records, config)
+    table = report_table(analysis)
+    stem = config.results.with_suffix("")
+    plot_curves(records, Path(f"{stem}_psnr_vs_time.png")) if records else None
+    for scene in config.scenes:
+        montage(records, scene, config.seeds[0], "test_000", Path(f"{stem}_{scene}_test_views.png"))
+    vanilla = {scene: [r for r in records if r["scene"] == scene and r["arm"] == "vanilla"] for scene in config.scenes}
+    summary = "; ".join(
+        f"{scene} vanilla {fmt_pm(*mean_std([r['final_psnr'] for r in rs]))} dB "
+        f"(gain over last 20%: {', '.join(f'{plateau_gain(*curve_arrays(r)[::2]):+.2f}' for r in rs)} dB, "
+        f"{np.mean([r['curve'][-1]['train_seconds'] for r in rs]) / 60:.1f} min)"
+        for scene, rs in vanilla.items()
+        if rs
+    )
+    payload = {
+        "benchmark": "nerf_plateau",
+        "command": command_line(),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()},
+        "environment": environment_info(),
+        "schedule": {"steps": config.steps, "lr_final_ratio": config.lr_final_ratio, "rays": config.rays},
+        "tuning": tuned_lrs(config),
+        "runs": records,
+        "analysis": analysis,
+        "table": table,
+        "summary_line": f"SUMMARY nerf_plateau: {summary}",
+    }
+    config.results.parent.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(config.results, payload)
+    Path(f"{stem}.md").write_text(table + "\n")
+    print(table)
+    print(payload["summary_line"])
+    return payload
+
+
+def main(config: PlateauConfig) -> Dict[str, Any] | None:
+    if config.quick:
+        config = dataclasses.replace(
+            config,
+            scenes=("synthetic",),
+            arms=("vanilla", "iga"),
+            seeds=(0,),
+            steps=200,
+            eval_every=100,
+            tune_steps=10,
+            tune_scene="synthetic",
+            results=config.output_dir / "nerf_plateau_quick.json",
+        )
+    unknown = [a for a in config.arms if a not in ARMS]
+    if unknown:
+        raise ValueError(f"--arms: unknown arm(s) {unknown}; expected some of {sorted(ARMS)}")
+    if "vanilla" not in config.arms:
+        config = dataclasses.replace(config, arms=("vanilla", *config.arms))
+    for scene in config.scenes:
+        if scene not in SCENES:
+            raise ValueError(f"--scenes: unknown scene {scene!r}; expected some of {sorted(SCENES)}")
+        data = Path(scene_data(config, scene) or SCENES[scene]["data"])
+        if scene == "synthetic" and not (data / "transforms_train.json").is_file():
+            script = ROOT / "data_scripts" / "make_synthetic_scene.py"
+            subprocess.run([sys.executable, str(script), "--out-dir", str(data)], check=True)
+        if not data.exists():
+            raise FileNotFoundError(f"scene {scene}: data folder {data} does not exist")
+    if config.stage in ("tune", "all"):
+        tune(config)
+    if config.stage in ("train", "all"):
+        train_all(plateau_specs(config), config)
+    if config.stage in ("report", "all"):
+        return report(config)
+    return None
+
+
+if __name__ == "__main__":
+    main(tyro.cli(PlateauConfig))

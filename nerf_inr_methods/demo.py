@@ -1,0 +1,405 @@
+"""``python -m nerf_inr_methods.demo``: what a trained run learned, as things to look at (the end of ``./run.sh demo``).
+
+From a run's ``config.yml`` (any Blender-format run of our methods or nerfstudio's vanilla-nerf), writes into
+``--output-dir``:
+
+- ``eval.json``: metrics over every test view, as ``ns-eval`` writes them;
+- ``test_views.png``: a few test views, ground truth beside the render, each captioned with its PSNR;
+- ``turntable.gif``: the trained scene on a full orbit around the world's z axis (Blender scenes are z-up and
+  centred at the origin), starting at the first test camera, at the training resolution;
+- ``mesh.ply``: ``inr-mesh`` with its default settings, and ``mesh_views.png``: the mesh drawn from the cameras of
+  the views in ``test_views.png`` (flat-shaded triangles with the mesh's vertex colours);
+- ``summary.txt``: the one-screen summary it prints, whose last lines are the files' paths.
+
+Example::
+
+    python -m nerf_inr_methods.demo --load-config outputs/demo/synthetic-demo/iga-nerf/demo/config.yml \\
+        --output-dir outputs/demo
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+import tyro
+
+from nerf_inr_methods.cli import check_output_dir, check_positive, exit_on_bad_input
+
+
+@dataclass
+class TestView:
+    """One rendered test view: images (H, W, 3) in [0, 1] and the model's own metrics of it."""
+
+    index: int
+    """Index of the view in the test split."""
+    ground_truth: np.ndarray
+    """Test image with the model's background blended in (H, W, 3)."""
+    render: np.ndarray
+    """The model's render (fine network for vanilla-NeRF-style models) (H, W, 3)."""
+    psnr: float
+    """PSNR of the render (dB), as ns-eval computes it."""
+
+
+def spread_indices(count: int, total: int) -> List[int]:
+    """``count`` indices spread evenly over ``range(total)``, starting at 0 (fewer if ``total`` is smaller)."""
+    if total < 1:
+        raise ValueError("the test split has no views")
+    count = min(count, total)
+    return sorted({int(i * total / count) for i in range(count)})
+
+
+def render_test_views(pipeline: Any, indices: Sequence[int]) -> List[TestView]:
+    """Render test views ``indices`` with the model's evaluation path (``get_image_metrics_and_images``)."""
+    import torch
+
+    model, dataset = pipeline.model, pipeline.datamanager.eval_dataset
+    views = []
+    with torch.no_grad():
+        for index in indices:
+            camera = dataset.cameras[index : index + 1].to(model.device)
+            batch = dataset[index]
+            outputs = model.get_outputs_for_camera(camera)
+            metrics, _ = model.get_image_metrics_and_images(outputs, batch)
+            render = outputs["rgb_fine"] if "rgb_fine" in outputs else outputs["rgb"]
+            target = model.renderer_rgb.blend_background(batch["image"].to(model.device))
+            views.append(
+                TestView(
+                    index=int(index),
+                    ground_truth=target[..., :3].clamp(0, 1).cpu().numpy(),
+                    render=render[..., :3].clamp(0, 1).cpu().numpy(),
+                    psnr=float(metrics["psnr"]),
+                )
+            )
+    return views
+
+
+def save_test_views(views: Sequence[TestView], path: Path, title: str) -> Path:
+    """One panel per view, ground truth (left) beside the render (right), captioned with the view's PSNR."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(views), figsize=(3.6 * len(views), 2.4), squeeze=False)
+    for ax, view in zip(axes[0], views, strict=True):
+        gap = np.ones((view.render.shape[0], max(1, view.render.shape[1] // 32), 3))
+        ax.imshow(np.concatenate([view.ground_truth, gap, view.render], axis=1), interpolation="nearest")
+        ax.set_title(f"test view {view.index}: PSNR {view.psnr:.2f} dB", fontsize=10)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def orbit_cameras(camera: Any, num_frames: int) -> Any:
+    """``num_frames`` copies of ``camera`` (a 1-camera nerfstudio ``Cameras``) rotated about the world z axis
+    through the origin, evenly over one turn (a turntable of a z-up scene centred at the origin)."""
+    import torch
+    from nerfstudio.cameras.cameras import Cameras
+
+    angles = torch.arange(num_frames, dtype=torch.float32) * (2.0 * math.pi / num_frames)
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    rotations = torch.zeros(num_frames, 3, 3)
+    rotations[:, 0, 0], rotations[:, 0, 1], rotations[:, 1, 0], rotations[:, 1, 1] = cos, -sin, sin, cos
+    rotations[:, 2, 2] = 1.0
+    camera_to_world = rotations @ camera.camera_to_worlds.reshape(1, 3, 4).cpu().float()
+    repeat = lambda t: t.reshape(1, -1).expand(num_frames, -1).clone()  # noqa: E731
+    return Cameras(
+        camera_to_worlds=camera_to_world,
+        fx=repeat(camera.fx.cpu()),
+        fy=repeat(camera.fy.cpu()),
+        cx=repeat(camera.cx.cpu()),
+        cy=repeat(camera.cy.cpu()),
+        width=repeat(camera.width.cpu()),
+        height=repeat(camera.height.cpu()),
+        camera_type=repeat(camera.camera_type.cpu()),
+    )
+
+
+def render_frames(pipeline: Any, cameras: Any) -> List[np.ndarray]:
+    """RGB renders (H, W, 3) uint8 of every camera, with the model's evaluation path."""
+    import torch
+
+    model = pipeline.model
+    frames = []
+    with torch.no_grad():
+        for i in range(cameras.shape[0]):
+            outputs = model.get_outputs_for_camera(cameras[i : i + 1].to(model.device))
+            rgb = outputs["rgb_fine"] if "rgb_fine" in outputs else outputs["rgb"]
+            frames.append((rgb[..., :3].clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8))
+    return frames
+
+
+def save_gif(frames: Sequence[np.ndarray], path: Path, fps: float) -> Path:
+    """Looping GIF of ``frames`` (H, W, 3) uint8 at ``fps`` frames per second."""
+    from PIL import Image
+
+    images = [Image.fromarray(frame) for frame in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000.0 / fps), loop=0)
+    return path
+
+
+def model_from_dataset_coordinates(pipeline: Any) -> np.ndarray:
+    """(4, 4) matrix from the dataset's coordinates (``inr-mesh``'s default output) to the model's: the
+    dataparser's ``x_model = scale * (transform @ [x, 1])``."""
+    outputs = pipeline.datamanager.train_dataparser_outputs
+    forward = np.eye(4)
+    forward[:3, :] = outputs.dataparser_transform.detach().cpu().double().numpy()
+    return np.diag([outputs.dataparser_scale] * 3 + [1.0]) @ forward
+
+
+def draw_mesh(ax: Any, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray, camera: Any, scale: float) -> int:
+    """Draw a triangle mesh as seen by a pinhole ``camera`` (nerfstudio, OpenGL convention) on ``ax``.
+
+    Painter's algorithm (far triangles first), each triangle flat-shaded: its vertex colours' mean (N, 3) in [0, 1]
+    times ``0.3 + 0.7 |cos|`` of the angle between its normal and the view ray. ``vertices`` (V, 3) are in the
+    camera's world (model) coordinates; ``scale`` multiplies the image size. Returns the triangles drawn.
+    """
+    from matplotlib.collections import PolyCollection
+
+    camera_to_world = camera.camera_to_worlds.reshape(3, 4).cpu().double().numpy()
+    rotation, origin = camera_to_world[:, :3], camera_to_world[:, 3]
+    fx, fy = float(camera.fx) * scale, float(camera.fy) * scale
+    cx, cy = float(camera.cx) * scale, float(camera.cy) * scale
+    width, height = int(camera.width) * scale, int(camera.height) * scale
+    in_camera = (vertices - origin) @ rotation  # x right, y up, looking down -z
+    depth = -in_camera[:, 2]
+    pixels = np.stack([cx + fx * in_camera[:, 0] / depth, cy - fy * in_camera[:, 1] / depth], axis=-1)
+    visible = np.all(depth[faces] > 1e-6, axis=1)
+    faces, colors = faces[visible], colors[visible]
+    corners = vertices[faces]  # (F, 3, 3)
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    normals /= np.linalg.norm(normals, axis=-1, keepdims=True).clip(1e-12)
+    rays = corners.mean(axis=1) - origin
+    rays /= np.linalg.norm(rays, axis=-1, keepdims=True).clip(1e-12)
+    shade = 0.3 + 0.7 * np.abs(np.sum(normals * rays, axis=-1))
+    order = np.argsort(-depth[faces].mean(axis=1))
+    facecolors = (colors[order] * shade[order, None]).clip(0, 1)
+    ax.add_collection(
+        PolyCollection(pixels[faces[order]], facecolors=facecolors, edgecolors=facecolors, linewidths=0.2)
+    )
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.set_aspect("equal")
+    ax.set_facecolor("white")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return len(faces)
+
+
+def save_mesh_views(
+    mesh_path: Path, to_model: np.ndarray, cameras: Sequence[Any], indices: Sequence[int], path: Path
+) -> Path:
+    """The mesh drawn from each of ``cameras`` (the test views ``indices``), side by side, at 4x the image size.
+
+    ``to_model`` (4, 4) maps the mesh's coordinates to the cameras' (:func:`model_from_dataset_coordinates`).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import trimesh
+
+    mesh = trimesh.load(mesh_path, process=False, force="mesh")
+    vertices = np.asarray(mesh.vertices, dtype=np.float64) @ to_model[:3, :3].T + to_model[:3, 3]
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    vertex_colors = getattr(mesh.visual, "vertex_colors", None)
+    if vertex_colors is not None and len(vertex_colors) == len(vertices):
+        colors = np.asarray(vertex_colors, dtype=np.float64)[:, :3][faces].mean(axis=1) / 255.0
+    else:
+        colors = np.full((len(faces), 3), 0.75)
+    fig, axes = plt.subplots(1, len(cameras), figsize=(3.0 * len(cameras), 3.2), squeeze=False)
+    for ax, camera, index in zip(axes[0], cameras, indices, strict=True):
+        draw_mesh(ax, vertices, faces, colors, camera, scale=4)
+        ax.set_title(f"mesh from test view {index}", fontsize=10)
+    fig.suptitle(f"{mesh_path.name}: {len(mesh.vertices)} vertices, {len(faces)} faces", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def schedule_text(config: Any) -> str:
+    """The fields optimizer and lr schedule of a run's config, e.g. ``RAdam lr 0.001 -> 1e-05 (exponential)``."""
+    group = config.optimizers.get("fields", {})
+    optimizer, scheduler = group.get("optimizer"), group.get("scheduler")
+    if getattr(config, "optimizer", "configured") != "configured" or optimizer is None:
+        return f"--optimizer {getattr(config, 'optimizer', '?')}"
+    name = type(optimizer).__name__.replace("OptimizerConfig", "")
+    final = getattr(scheduler, "lr_final", None)
+    if final is None or final == optimizer.lr:
+        return f"{name} lr {optimizer.lr:g} (constant)"
+    return f"{name} lr {optimizer.lr:g} -> {final:g} (exponential decay)"
+
+
+def training_seconds(run_dir: Path) -> float | None:
+    """Training time of the run (sum of its logged step durations, evaluations excluded), or None if not logged."""
+    from nerf_inr_methods.nerfstudio_plugin.compare.logs import read_training_log
+
+    return read_training_log(run_dir).train_seconds
+
+
+def data_of(config: Any) -> Path | None:
+    """The dataset folder a run was trained on (``--data`` of ns-train or of its dataparser)."""
+    datamanager = config.pipeline.datamanager
+    return datamanager.data or getattr(getattr(datamanager, "dataparser", None), "data", None)
+
+
+def next_commands(config: Any, steps: int) -> List[str]:
+    """Commands to try next: the same training with vanilla NeRF and the comparison, then real data."""
+    group = config.optimizers.get("fields", {})
+    optimizer, scheduler = group.get("optimizer"), group.get("scheduler")
+    schedule = f" --optimizers.fields.optimizer.lr {optimizer.lr:g}" if optimizer is not None else ""
+    if getattr(scheduler, "lr_final", None) is not None:
+        schedule += f" --optimizers.fields.scheduler.lr-final {scheduler.lr_final:g}"
+    experiment_dir = Path(config.output_dir) / config.experiment_name
+    return [
+        "# the same training with vanilla NeRF (IGA off), then both compared on the same test views:",
+        f"ns-train inr-nerf $(python -m nerf_inr_methods.nerfstudio_plugin.presets) --max-num-iterations {steps}"
+        f"{schedule} --vis tensorboard --output-dir {config.output_dir} --experiment-name {config.experiment_name}"
+        f" --timestamp vanilla blender-data --data {data_of(config)}",
+        f"inr-compare --runs {experiment_dir} --output-dir {experiment_dir / 'comparison'}",
+        "# real data (README, Data): python data_scripts/download.py blender --out data, then",
+        "ns-train iga-nerf $(python -m nerf_inr_methods.nerfstudio_plugin.presets) "
+        "blender-data --data data/blender/lego",
+    ]
+
+
+@dataclass
+class Demo:
+    """Show what a trained run learned: test views beside ground truth, a turntable GIF, a mesh and its picture."""
+
+    load_config: Path
+    """The run's config.yml (written by ns-train)."""
+    output_dir: Path = Path("outputs/demo")
+    """Folder for eval.json, test_views.png, turntable.gif, mesh.ply, mesh_views.png and summary.txt."""
+    num_views: int = 3
+    """Test views in test_views.png and mesh_views.png (spread evenly over the test split)."""
+    turntable_frames: int = 36
+    """Frames of the turntable GIF (one full turn)."""
+    turntable_fps: float = 12.0
+    """Frames per second of the turntable GIF."""
+    mesh: bool = True
+    """Extract mesh.ply with inr-mesh's default settings and draw mesh_views.png."""
+
+    def check_flags(self) -> None:
+        """Refuse bad flags before loading anything (ValueError naming the flag)."""
+        from nerf_inr_methods.nerfstudio_plugin.export_mesh import check_load_config
+
+        check_load_config(self.load_config)
+        check_output_dir(self.output_dir, "--output-dir")
+        check_positive(self.num_views, "--num-views", 1)
+        check_positive(self.turntable_frames, "--turntable-frames", 2)
+        check_positive(self.turntable_fps, "--turntable-fps", 0.1, integer=False)
+
+    def main(self) -> Dict[str, Path]:
+        """Evaluate, render, mesh; print the summary; returns the written files by name."""
+        self.check_flags()
+        from nerf_inr_methods.nerfstudio_plugin.export_mesh import ExportMesh, relocate
+        from nerf_inr_methods.nerfstudio_plugin.offline import safe_eval_setup
+
+        start = time.perf_counter()
+        out = Path(self.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        config_path = Path(self.load_config)
+        run_dir = config_path.resolve().parent
+        config, pipeline, checkpoint, step = safe_eval_setup(
+            config_path, test_mode="test", update_config_callback=relocate(run_dir)
+        )
+        files: Dict[str, Path] = {}
+
+        print("demo: evaluating every test view", flush=True)
+        metrics = pipeline.get_average_eval_image_metrics(get_std=True)
+        eval_json = {
+            "experiment_name": config.experiment_name,
+            "method_name": config.method_name,
+            "checkpoint": str(checkpoint),
+            "results": metrics,
+        }
+        files["metrics"] = out / "eval.json"
+        files["metrics"].write_text(json.dumps(eval_json, indent=2))
+
+        dataset = pipeline.datamanager.eval_dataset
+        indices = spread_indices(self.num_views, len(dataset))
+        views = render_test_views(pipeline, indices)
+        title = f"ground truth (left) | {config.method_name} after {step + 1} steps (right)"
+        files["test views"] = save_test_views(views, out / "test_views.png", title)
+
+        print(f"demo: rendering a {self.turntable_frames}-frame turntable", flush=True)
+        orbit = orbit_cameras(dataset.cameras[indices[0] : indices[0] + 1], self.turntable_frames)
+        files["turntable"] = save_gif(render_frames(pipeline, orbit), out / "turntable.gif", self.turntable_fps)
+        cameras = [dataset.cameras[i : i + 1] for i in indices]
+        to_model = model_from_dataset_coordinates(pipeline)
+        del pipeline  # inr-mesh loads the run again
+
+        mesh_error = None
+        if self.mesh:
+            print("demo: extracting the mesh (inr-mesh, default settings)", flush=True)
+            try:
+                files["mesh"] = ExportMesh(load_config=config_path, output_path=out / "mesh.ply").main()
+            except ValueError as error:  # e.g. the default density level finds no surface: said, not worked around
+                mesh_error = f"inr-mesh with its default settings wrote no mesh: {error}"
+            else:
+                files["mesh views"] = save_mesh_views(files["mesh"], to_model, cameras, indices, out / "mesh_views.png")
+
+        files["summary"] = out / "summary.txt"
+        seconds = training_seconds(run_dir)
+        summary = self.summary(config, step, metrics, seconds, time.perf_counter() - start, files, mesh_error)
+        files["summary"].write_text(summary + "\n")
+        print(summary, flush=True)
+        if mesh_error:
+            raise SystemExit(f"demo: {mesh_error}")
+        return files
+
+    def summary(
+        self,
+        config: Any,
+        step: int,
+        metrics: Dict[str, float],
+        train_seconds: float | None,
+        demo_seconds: float,
+        files: Dict[str, Path],
+        mesh_error: str | None = None,
+    ) -> str:
+        """The one-screen summary: what was trained, how well, the next commands, then the files' paths."""
+        model = config.pipeline.model
+        sizes = f"{config.pipeline.datamanager.train_num_rays_per_batch} rays/step"
+        if getattr(model, "iga", False):
+            sizes = f"IGA end {model.iga_end}, " + sizes
+        if hasattr(model, "num_coarse_samples"):
+            sizes += f", {model.num_coarse_samples}+{model.num_importance_samples} samples/ray"
+        trained = f"{train_seconds:.0f} s training" if train_seconds is not None else "training time not logged"
+        ssim = metrics.get("fine_ssim", metrics.get("ssim", float("nan")))
+        lines = [
+            "",
+            f"=== {config.method_name} demo: what it learned " + "=" * 40,
+            f"  method     {config.method_name} on {data_of(config)}, {sizes}",
+            f"  training   {step + 1} steps, {schedule_text(config)}; {trained} (renders + mesh: {demo_seconds:.0f} s)",
+            f"  test views PSNR {metrics['psnr']:.2f} dB (std {metrics.get('psnr_std', float('nan')):.2f}), "
+            f"SSIM {ssim:.3f}  (every test view, as ns-eval)",
+        ]
+        if mesh_error:
+            lines.append(f"  mesh       NOT WRITTEN: {mesh_error}")
+        lines.append("  next")
+        lines += [f"    {command}" for command in next_commands(config, step + 1)]
+        lines.append("  files")
+        lines += [f"    {name:<11} {path}" for name, path in files.items()]
+        return "\n".join(lines)
+
+
+def entrypoint() -> None:
+    """``python -m nerf_inr_methods.demo``."""
+    command = tyro.cli(Demo, description=__doc__)
+    exit_on_bad_input("demo", command.main)
+
+
+if __name__ == "__main__":
+    entrypoint()

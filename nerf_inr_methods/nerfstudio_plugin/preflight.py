@@ -1,0 +1,401 @@
+"""What ``ns-train`` does for our methods before nerfstudio prints and saves the config: check, then settle.
+
+:func:`preflight` runs when our trainer config is about to be printed (``ESGDTrainerConfig.print_to_terminal``, the
+first thing ``ns-train`` does after parsing the command line), so bad input fails in one line before any long work:
+
+- **Flags** nerfstudio leaves unchecked (``--max-num-iterations -5`` used to end in ``KeyError: 'step'``, a batch of 0
+  rays in a division by zero, ...): each error names the flag, the value and what is expected.
+- **Data**: ``--data`` must exist; the dataparser reads the train and eval splits, and every image it lists must exist
+  and be a readable image (a missing frame or a truncated PNG is named here instead of failing deep in the image
+  cache).
+- **Output and checkpoints**: ``--output-dir`` must be creatable, ``--load-dir`` / ``--load-checkpoint`` must exist.
+- **Near/far planes**: Blender scenes keep vanilla NeRF's planes (2, 6); datasets whose dataparser reports planes
+  (llff-data) use those; for other datasets, unless ``--pipeline.model.collider-params`` is set, the planes are taken
+  from the training cameras and the scene box (:func:`near_far_from_cameras`) and written into the config (so
+  ``config.yml``, ``ns-eval`` and ``ns-render`` use them too). One line says which planes the run uses.
+- ``--pipeline.model.iga-end`` above the rays of a batch is clamped by IGA: one warning line says so.
+
+Errors are ``ValueError`` / ``FileNotFoundError`` raised here; ``offline.install`` prints such errors of our package
+as one line (``ns-train: error: ...``, exit status 2).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterable, Tuple
+
+import torch
+from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+from torch import Tensor
+
+BACKGROUND_COLORS = ("random", "last_sample", "black", "white")
+"""Values of --pipeline.model.background-color (vanilla NeRF's choices)."""
+DATA_ERRORS = (OSError, ValueError, KeyError, IndexError, AssertionError)
+"""What dataparsers raise on a bad dataset (missing files, bad values or keys, nerfstudio's asserts); reported as one
+line naming --data. Other exceptions are bugs and keep their traceback."""
+NEAR_FLOOR_FRACTION = 0.01
+"""Near plane lower bound, as a fraction of the far plane, for cameras inside the scene box (distance 0)."""
+
+
+def preflight(config: Any) -> None:
+    """Check a TrainerConfig of our methods and settle its near/far planes (see the module docstring).
+
+    Args:
+        config: the ``ESGDTrainerConfig`` ns-train is about to print, save and train (its pipeline model and
+            near/far planes may be updated in place).
+    Raises:
+        ValueError / FileNotFoundError naming the flag or file and what was expected.
+    """
+    check_flags(config)
+    check_checkpoint_flags(config)
+    train_outputs = check_dataset(config)
+    choose_near_far(config, train_outputs)
+    warn_iga_end_clamped(config)
+    check_output_dir(config)
+
+
+def warn(message: str) -> None:
+    """One warning line on the console (never wrapped)."""
+    CONSOLE.print(f"[bold yellow]warning:[/bold yellow] {message}", soft_wrap=True, highlight=False)
+
+
+# ----------------------------------------------------------------------------------------------- flags
+def _require(condition: bool, flag: str, value: Any, expected: str) -> None:
+    if not condition:
+        raise ValueError(f"{flag} must be {expected}, got {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_finite(value: Any) -> bool:
+    return _finite_number(value) and value > 0
+
+
+def _require_ints(owner: Any, prefix: str, names: Iterable[str], minimum: int) -> None:
+    """Each attribute ``names`` of ``owner`` (when present) must be an integer >= ``minimum``."""
+    expected = "an integer >= 1" if minimum == 1 else "an integer >= 0 (0: never)"
+    for name in names:
+        if hasattr(owner, name):
+            value = getattr(owner, name)
+            _require(_is_int(value) and value >= minimum, f"{prefix}{_dashes(name)}", value, expected)
+
+
+def check_flags(config: Any) -> None:
+    """Trainer, machine, optimizer, datamanager and model flags our methods need (no file access)."""
+    _require_ints(config, "--", ["max_num_iterations"], minimum=1)
+    steps = ["steps_per_save", "steps_per_eval_batch", "steps_per_eval_image", "steps_per_eval_all_images"]
+    _require_ints(config, "--", steps, minimum=0)
+    _require_ints(config.logging, "--logging.", ["steps_per_log"], minimum=0)
+    check_device(config.machine.device_type)
+    check_optimizers(config)
+    datamanager = config.pipeline.datamanager
+    prefix = "--pipeline.datamanager."
+    _require_ints(datamanager, prefix, ["train_num_rays_per_batch", "eval_num_rays_per_batch", "patch_size"], 1)
+    if hasattr(datamanager, "camera_res_scale_factor"):
+        factor = datamanager.camera_res_scale_factor
+        _require(_positive_finite(factor), f"{prefix}camera-res-scale-factor", factor, "a number > 0")
+    check_model_flags(config.pipeline.model)
+
+
+def check_model_flags(model: Any) -> None:
+    """Sizes, sample counts, background colour and planes of an InrNeRFModelConfig."""
+    prefix = "--pipeline.model."
+    sizes = ["num_coarse_samples", "eval_num_rays_per_chunk", "iga_end", "iga_update_every"]
+    sizes += ["base_mlp_num_layers", "base_mlp_layer_width", "head_mlp_num_layers", "head_mlp_layer_width"]
+    if getattr(model, "hierarchical_sampling", True):
+        sizes.append("num_importance_samples")
+    _require_ints(model, prefix, sizes, minimum=1)
+    background = getattr(model, "background_color", "white")
+    _require(background in BACKGROUND_COLORS, f"{prefix}background-color", background, f"one of {BACKGROUND_COLORS}")
+    if getattr(model, "field_type", "relu-pe") == "gaussian":
+        _require(
+            _positive_finite(model.gaussian_sigma), f"{prefix}gaussian-sigma", model.gaussian_sigma, "a number > 0"
+        )
+        layers = model.base_mlp_num_layers
+        _require(layers >= 2, f"{prefix}base-mlp-num-layers", layers, "an integer >= 2 with --field-type gaussian")
+    if getattr(model, "iga_identity", False) and not getattr(model, "iga", False):
+        raise ValueError(f"{prefix}iga-identity True needs {prefix}iga True")
+    collider = model.collider_params
+    if collider is not None:
+        if not {"near_plane", "far_plane"} <= set(collider):
+            raise ValueError(f"{prefix}collider-params must set near_plane and far_plane, got {dict(collider)!r}")
+        near, far = collider["near_plane"], collider["far_plane"]
+        if not (_finite_number(near) and _finite_number(far) and 0 <= near < far):
+            raise ValueError(
+                f"{prefix}collider-params must have 0 <= near_plane < far_plane, got near_plane {near!r} "
+                f"far_plane {far!r}"
+            )
+
+
+def check_device(device_type: str) -> None:
+    """--machine.device-type must name a device this machine has."""
+    if device_type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--machine.device-type cuda: no CUDA device is available here; use --machine.device-type cpu")
+    if device_type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError("--machine.device-type mps: no MPS device is available here; use --machine.device-type cpu")
+
+
+def check_optimizers(config: Any) -> None:
+    """Learning rates (> 0) of the optimizer configs the run uses (--optimizers, or the --optimizer preset)."""
+    choice = getattr(config, "optimizer", "configured")
+    groups: Iterable[Tuple[str, Any]]
+    if choice == "configured":
+        groups = [(f"--optimizers.{name}", group) for name, group in config.optimizers.items()]
+    else:
+        presets = getattr(config, "optimizer_presets", {})
+        groups = [(f"--optimizer-presets.{choice}", presets[choice])] if choice in presets else []
+    for prefix, group in groups:
+        optimizer = group.get("optimizer") if isinstance(group, dict) else None
+        lr = getattr(optimizer, "lr", None)
+        if lr is not None:
+            _require(_positive_finite(lr), f"{prefix}.optimizer.lr", lr, "a number > 0")
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints, output
+def check_checkpoint_flags(config: Any) -> None:
+    """--load-dir (a folder of step-*.ckpt, with --load-step: that step's file) and --load-checkpoint must exist."""
+    load_dir = config.load_dir
+    if load_dir is not None:
+        load_dir = Path(load_dir)
+        if not load_dir.is_dir():
+            raise FileNotFoundError(f"--load-dir {load_dir}: no such folder (expected a run's nerfstudio_models/)")
+        if config.load_step is not None:
+            path = load_dir / f"step-{int(config.load_step):09d}.ckpt"
+            if not path.is_file():
+                raise FileNotFoundError(f"--load-step {config.load_step}: {path} does not exist")
+        elif not any(load_dir.glob("step-*.ckpt")):
+            raise FileNotFoundError(f"--load-dir {load_dir}: no step-*.ckpt checkpoint in this folder")
+    if config.load_checkpoint is not None and not Path(config.load_checkpoint).is_file():
+        raise FileNotFoundError(f"--load-checkpoint {config.load_checkpoint}: no such file")
+
+
+def check_output_dir(config: Any) -> None:
+    """The run folder (--output-dir/<experiment>/<method>/<timestamp>) must be creatable; it is created here, as
+    ns-train's save_config would right after."""
+    base_dir = config.get_base_dir()
+    try:
+        base_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(
+            f"--output-dir {config.output_dir}: cannot create the run folder {base_dir} ({error.strerror or error})"
+        ) from None
+    if not os.access(base_dir, os.W_OK | os.X_OK):
+        raise ValueError(f"--output-dir {config.output_dir}: the run folder {base_dir} is not writable")
+
+
+# ----------------------------------------------------------------------------------------------- data
+def data_path(config: Any) -> Path:
+    """The dataset path the run reads: --data (ns-train's alias), --pipeline.datamanager.data, or the dataparser's."""
+    datamanager = config.pipeline.datamanager
+    data = config.data or getattr(datamanager, "data", None) or datamanager.dataparser.data
+    return Path(data)
+
+
+def check_dataset(config: Any) -> Any:
+    """Read the dataset as the datamanager will (train and eval splits) and check every image file it lists.
+
+    Returns:
+        The train split's DataparserOutputs.
+    """
+    data = data_path(config)
+    if not data.exists():
+        raise FileNotFoundError(f"--data {data}: no such file or folder")
+    parser_config = copy.copy(config.pipeline.datamanager.dataparser)
+    parser_config.data = data
+    check_dataparser_flags(parser_config)
+    if isinstance(parser_config, BlenderDataParserConfig):
+        for split in ("train", "val"):
+            check_blender_transforms(data / f"transforms_{split}.json")
+    parser_name = dataparser_name(parser_config)
+    parser = parser_config.setup()
+    outputs = {}
+    for split in ("train", "val"):
+        try:
+            with CONSOLE.capture():  # the datamanager reads the splits again right after: print its notes once
+                outputs[split] = parser.get_dataparser_outputs(split=split)
+        except DATA_ERRORS as error:
+            if _raised_by_this_package(error):
+                raise  # our dataparsers' errors already name the file and what was expected
+            raise ValueError(
+                f"--data {data}: {parser_name} cannot read the {split} split: {type(error).__name__}: {error}"
+            ) from error
+        if not outputs[split].image_filenames:
+            raise ValueError(f"--data {data}: {parser_name} found no images in the {split} split")
+        for kind, files in (("image", outputs[split].image_filenames), ("mask", outputs[split].mask_filenames or [])):
+            for path in files:
+                check_image_file(
+                    Path(path), f"{kind} file (listed in the {split} split of {parser_name} --data {data})"
+                )
+    return outputs["train"]
+
+
+def check_blender_transforms(path: Path) -> None:
+    """A Blender ``transforms_<split>.json``: valid JSON with ``camera_angle_x`` and a non-empty ``frames`` list whose
+    entries have a ``file_path`` and a 4x4 ``transform_matrix`` (what blender-data reads)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found (blender-data reads transforms_train.json and transforms_val.json)")
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(meta, dict) or not _finite_number(meta.get("camera_angle_x")):
+        raise ValueError(f"{path}: expected an object with a number 'camera_angle_x' (horizontal field of view)")
+    frames = meta.get("frames")
+    if not isinstance(frames, list) or not frames:
+        raise ValueError(f"{path}: expected a non-empty list 'frames'")
+    for index, frame in enumerate(frames):
+        matrix = frame.get("transform_matrix") if isinstance(frame, dict) else None
+        shape_ok = (
+            isinstance(matrix, list) and len(matrix) == 4 and all(isinstance(r, list) and len(r) == 4 for r in matrix)
+        )
+        if not isinstance(frame, dict) or not isinstance(frame.get("file_path"), str) or not shape_ok:
+            raise ValueError(f"{path}: frames[{index}] needs a 'file_path' string and a 4x4 'transform_matrix'")
+
+
+def check_dataparser_flags(parser_config: Any) -> None:
+    """Flags of nerfstudio's dataparsers that fail deep inside them (colour names, scale factors)."""
+    name = dataparser_name(parser_config)
+    alpha = getattr(parser_config, "alpha_color", None)
+    if alpha is not None:
+        from nerfstudio.utils.colors import COLORS_DICT
+
+        if not (isinstance(alpha, str) and alpha.lower() in COLORS_DICT):
+            raise ValueError(f"{name} --alpha-color must be one of {sorted(COLORS_DICT)} or None, got {alpha!r}")
+    for field_name in ("scale_factor", "downscale_factor"):
+        value = getattr(parser_config, field_name, None)
+        if value is not None:
+            _require(_positive_finite(value), f"{name} --{_dashes(field_name)}", value, "a number > 0")
+
+
+def check_image_file(path: Path, description: str) -> None:
+    """An image the dataset lists must exist and be a complete image file (PIL's header and checksum check)."""
+    from PIL import Image
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {description} not found")
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, struct.error... on broken files
+        raise ValueError(f"{path}: not a readable image (truncated or corrupt?): {error}") from None
+
+
+def dataparser_name(parser_config: Any) -> str:
+    """ns-train's subcommand name of a dataparser config (e.g. ``blender-data``), or its class name."""
+    try:
+        from nerfstudio.configs.dataparser_configs import dataparsers
+
+        for name, candidate in dataparsers.items():
+            if type(candidate) is type(parser_config):
+                return name
+    except ImportError:  # pragma: no cover - nerfstudio always has it; never fail a message on it
+        pass
+    return type(parser_config).__name__
+
+
+def _raised_by_this_package(error: BaseException) -> bool:
+    traceback = error.__traceback__
+    if traceback is None:
+        return False
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    module = str(traceback.tb_frame.f_globals.get("__name__", ""))
+    return module.split(".")[0] == "nerf_inr_methods"
+
+
+# ----------------------------------------------------------------------------------------------- near/far planes
+def near_far_from_cameras(origins: Tensor, aabb: Tensor) -> Tuple[float, float]:
+    """Near/far planes that cover a scene box from every camera.
+
+    ``far`` is the largest distance from a camera centre to a corner of the box; ``near`` the smallest distance from a
+    camera centre to the box (0 for a camera inside it), at least ``NEAR_FLOOR_FRACTION * far``.
+
+    Args:
+        origins: (n_cameras, 3) camera centres, world units.
+        aabb: (2, 3) scene box ``[min corner, max corner]``.
+    Returns:
+        (near, far) in world units, ``0 < near < far``.
+    """
+    if origins.ndim != 2 or origins.shape[-1] != 3 or origins.shape[0] == 0 or tuple(aabb.shape) != (2, 3):
+        raise ValueError(f"expected origins (n, 3) and aabb (2, 3), got {tuple(origins.shape)} and {tuple(aabb.shape)}")
+    origins, aabb = origins.double(), aabb.double()
+    low, high = aabb[0], aabb[1]
+    corners = torch.stack(torch.meshgrid(*[torch.stack([low[i], high[i]]) for i in range(3)], indexing="ij"), -1)
+    far = float(torch.cdist(origins, corners.reshape(-1, 3)).max())
+    outside = torch.clamp(torch.maximum(low - origins, origins - high), min=0.0)
+    near = max(float(outside.norm(dim=-1).min()), NEAR_FLOOR_FRACTION * far)
+    return near, far
+
+
+def default_collider_params(model: Any) -> Dict[str, float] | None:
+    """The collider_params default of the model config's class (vanilla NeRF's Blender planes: 2, 6)."""
+    for model_field in dataclasses.fields(model):
+        if model_field.name == "collider_params":
+            if model_field.default_factory is not dataclasses.MISSING:
+                return dict(model_field.default_factory())
+            return None if model_field.default is None else dict(model_field.default)
+    return None
+
+
+def choose_near_far(config: Any, train_outputs: Any) -> None:
+    """Settle the model's near/far planes for this dataset and say which the run uses (one line)."""
+    model = config.pipeline.model
+    parser_config = config.pipeline.datamanager.dataparser
+    parser_name = dataparser_name(parser_config)
+    collider = dict(model.collider_params) if model.collider_params is not None else None
+    metadata = train_outputs.metadata or {}
+    use_dataparser = bool(getattr(model, "use_dataparser_near_far", False))
+    if use_dataparser and {"near_plane", "far_plane"} <= set(metadata):
+        near, far = float(metadata["near_plane"]), float(metadata["far_plane"])
+        source = f"reported by {parser_name}"
+    elif collider is None:
+        return
+    elif collider != default_collider_params(model):
+        near, far = collider["near_plane"], collider["far_plane"]
+        source = "from --pipeline.model.collider-params"
+    elif isinstance(parser_config, BlenderDataParserConfig) or not use_dataparser:
+        near, far = collider["near_plane"], collider["far_plane"]
+        if isinstance(parser_config, BlenderDataParserConfig):
+            source = "(vanilla NeRF's planes for Blender scenes)"
+        else:
+            source = "from --pipeline.model.collider-params (--pipeline.model.use-dataparser-near-far False)"
+    else:
+        origins = train_outputs.cameras.camera_to_worlds[:, :3, 3]
+        near, far = near_far_from_cameras(origins, train_outputs.scene_box.aabb)
+        near, far = round(near, 4), round(far, 4)
+        model.collider_params = {"near_plane": near, "far_plane": far}
+        source = (
+            f"from the training cameras and scene box of {parser_name} (not Blender's 2 / 6; "
+            "set --pipeline.model.collider-params near_plane N far_plane F to choose others)"
+        )
+    CONSOLE.print(f"near/far planes: {near:g} / {far:g} {source}", soft_wrap=True, highlight=False)
+
+
+def warn_iga_end_clamped(config: Any) -> None:
+    """One warning when --pipeline.model.iga-end asks for more eigenvalues than a batch's rays allow."""
+    model = config.pipeline.model
+    if not getattr(model, "iga", False) or getattr(model, "iga_identity", False):
+        return
+    batch = int(config.pipeline.datamanager.train_num_rays_per_batch)
+    if int(model.iga_end) > batch - 1:
+        warn(
+            f"--pipeline.model.iga-end {model.iga_end} is above the rays of a batch "
+            f"(--pipeline.datamanager.train-num-rays-per-batch {batch}): IGA balances at most {batch - 1} eigenvalues "
+            "per step (clamped)"
+        )
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _dashes(name: str) -> str:
+    return name.replace("_", "-")

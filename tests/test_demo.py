@@ -1,0 +1,98 @@
+"""The demo's pictures without training: view choice, turntable cameras, GIF, mesh drawing, schedule text.
+
+The demo end to end (`./run.sh demo`) is `test_foundation.py::test_readme_demo_command_runs` (slow).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from nerf_inr_methods import demo
+
+
+def _camera_at(position: tuple[float, float, float], size: int = 32):
+    """A nerfstudio pinhole camera at ``position`` looking at the origin, world z up (OpenGL convention)."""
+    from nerfstudio.cameras.cameras import Cameras
+
+    eye = torch.tensor(position, dtype=torch.float32)
+    back = eye / eye.norm()  # the camera looks down -z
+    right = torch.linalg.cross(torch.tensor([0.0, 0.0, 1.0]), back)
+    right = right / right.norm()
+    up = torch.linalg.cross(back, right)
+    c2w = torch.stack([right, up, back, eye], dim=1)[None]
+    focal = 0.5 * size / math.tan(0.5 * 0.69)
+    return Cameras(camera_to_worlds=c2w, fx=focal, fy=focal, cx=size / 2, cy=size / 2, width=size, height=size)
+
+
+def test_spread_indices() -> None:
+    assert demo.spread_indices(3, 20) == [0, 6, 13]
+    assert demo.spread_indices(3, 2) == [0, 1]
+    with pytest.raises(ValueError, match="no views"):
+        demo.spread_indices(3, 0)
+
+
+def test_orbit_cameras_turn_about_z_and_keep_looking_at_the_origin() -> None:
+    start = _camera_at((4.0, 0.0, 2.0))
+    orbit = demo.orbit_cameras(start, 4)
+    assert orbit.shape == (4,) and torch.equal(orbit.fx[:, 0], start.fx.expand(4, 1)[:, 0])
+    positions = orbit.camera_to_worlds[:, :, 3]
+    expected = torch.tensor([[4.0, 0.0, 2.0], [0.0, 4.0, 2.0], [-4.0, 0.0, 2.0], [0.0, -4.0, 2.0]])
+    assert torch.allclose(positions, expected, atol=1e-5)
+    looking = -orbit.camera_to_worlds[:, :, 2]  # viewing direction
+    assert torch.allclose(looking, -positions / positions.norm(dim=-1, keepdim=True), atol=1e-5)
+
+
+def test_save_gif_keeps_every_frame(tmp_path: Path) -> None:
+    from PIL import Image, ImageSequence
+
+    frames = [np.full((8, 8, 3), 40 * k, dtype=np.uint8) for k in range(5)]
+    path = demo.save_gif(frames, tmp_path / "t.gif", fps=10)
+    with Image.open(path) as gif:
+        read = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(gif)]
+    assert len(read) == 5 and [int(f[0, 0, 0]) for f in read] == [0, 40, 80, 120, 160]
+
+
+def test_draw_mesh_shows_a_box_in_the_middle_of_the_view() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import trimesh
+
+    box = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
+    colors = np.tile([[0.8, 0.1, 0.1]], (len(box.faces), 1))
+    fig, ax = plt.subplots(figsize=(2, 2), dpi=50)
+    drawn = demo.draw_mesh(ax, np.asarray(box.vertices), np.asarray(box.faces), colors, _camera_at((3.0, 1.0, 2.0)), 1)
+    ax.set_position((0, 0, 1, 1))
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(float)
+    plt.close(fig)
+    assert drawn == 12
+    red = (image[..., 0] > 100) & (image[..., 1] < 80)
+    assert red[40:60, 40:60].mean() > 0.9 and red[:10].sum() == 0  # the box in the middle, sky above it
+    # a box behind the camera: nothing drawn, nothing raised
+    behind = np.asarray(box.vertices) + np.array([6.0, 2.0, 4.0])
+    fig, ax = plt.subplots()
+    assert demo.draw_mesh(ax, behind, np.asarray(box.faces), colors, _camera_at((3.0, 1.0, 2.0)), 1) == 0
+    plt.close(fig)
+
+
+def test_schedule_text() -> None:
+    from nerfstudio.engine.optimizers import RAdamOptimizerConfig
+    from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
+
+    def config(scheduler):
+        return SimpleNamespace(
+            optimizers={"fields": {"optimizer": RAdamOptimizerConfig(lr=1e-3), "scheduler": scheduler}}
+        )
+
+    assert demo.schedule_text(config(None)) == "RAdam lr 0.001 (constant)"
+    assert demo.schedule_text(config(ExponentialDecaySchedulerConfig())) == "RAdam lr 0.001 (constant)"
+    decay = ExponentialDecaySchedulerConfig(lr_final=1e-5)
+    assert demo.schedule_text(config(decay)) == "RAdam lr 0.001 -> 1e-05 (exponential decay)"

@@ -1,0 +1,57 @@
+"""The converged-comparison harness (benchmarks/nerf_plateau.py): results layout, resume, reuse of finished runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_run_writes_every_curve_and_reuses_finished_runs(tmp_path: Path, tiny_scene: Path) -> None:
+    from benchmarks.nerf_plateau import PlateauConfig, main
+
+    config = PlateauConfig(quick=True, output_dir=tmp_path / "out", synthetic_data=tiny_scene, jobs=1)
+    payload = main(config)
+    results = json.loads((tmp_path / "out" / "nerf_plateau_quick.json").read_text())
+    assert {r["arm"] for r in results["runs"]} == {"vanilla", "iga"}
+    for run in results["runs"]:
+        assert run["scene"] == "synthetic" and run["seed"] == 0 and run["commit"] and run["lr"] > 0
+        curve = run["curve"]
+        assert [p["step"] for p in curve] == [0, 100, 200]
+        assert all({"step", "train_seconds", "psnr"} <= set(p) for p in curve)
+        assert curve[0]["train_seconds"] == 0.0 and curve[-1]["train_seconds"] > 0.0
+        assert curve[-1]["psnr"] > curve[0]["psnr"] + 0.5, "200 steps must improve on the initial render"
+        assert (Path(run["config"]).parent / "nerfstudio_models").is_dir()
+    assert set(results["tuning"]) == {"vanilla", "iga"}
+    assert all(len(t["grid"]) == 3 for t in results["tuning"].values())
+    assert "### synthetic" in payload["table"] and payload["summary_line"].startswith("SUMMARY nerf_plateau")
+
+    again = main(config)  # every run finished: nothing is retrained, the same curves come back
+    assert [r["curve"] for r in again["runs"]] == [r["curve"] for r in payload["runs"]]
+
+
+def test_interrupted_run_continues_from_its_checkpoint(tmp_path: Path, tiny_scene: Path) -> None:
+    from benchmarks.nerf_plateau import RunSpec, train_run
+
+    spec = RunSpec(
+        scene="synthetic",
+        arm="vanilla",
+        seed=0,
+        lr=1e-3,
+        steps=20,
+        lr_final_ratio=0.1,
+        rays=64,
+        eval_every=5,
+        data=str(tiny_scene),
+    )
+    partial = train_run(spec, tmp_path, until=10)
+    assert not partial["finished"] and [p["step"] for p in partial["curve"]] == [0, 5, 10]
+    record = train_run(spec, tmp_path)
+    assert record["finished"]
+    assert [p["step"] for p in record["curve"]] == [0, 5, 10, 15, 20]
+    assert [s["start_step"] for s in record["segments"]] == [0, 10]
+    clocks = [p["train_seconds"] for p in record["curve"]]
+    assert clocks == sorted(clocks), "the training clock continues across the interruption"
