@@ -263,9 +263,9 @@ def next_commands(config: Any, steps: int) -> List[str]:
     experiment_dir = Path(config.output_dir) / config.experiment_name
     return [
         "# the same training with vanilla NeRF (IGA off), then both compared on the same test views:",
-        f"ns-train inr-nerf $(python -m nerf_inr_methods.nerfstudio_plugin.presets) --max-num-iterations {steps}"
-        f"{schedule} --vis tensorboard --output-dir {config.output_dir} --experiment-name {config.experiment_name}"
-        f" --timestamp vanilla blender-data --data {data_of(config)}",
+        f"ns-train inr-nerf $(python -m nerf_inr_methods.nerfstudio_plugin.presets) --max-num-iterations {steps} \\\n"
+        f"      {schedule.strip()} --vis tensorboard --output-dir {config.output_dir} \\\n"
+        f"      --experiment-name {config.experiment_name} --timestamp vanilla blender-data --data {data_of(config)}",
         f"inr-compare --runs {experiment_dir} --output-dir {experiment_dir / 'comparison'}",
         "# real data (README, Data): python data_scripts/download.py blender --out data, then",
         "ns-train iga-nerf $(python -m nerf_inr_methods.nerfstudio_plugin.presets) "
@@ -283,7 +283,7 @@ class Demo:
     """Folder for eval.json, test_views.png, turntable.gif, mesh.ply, mesh_views.png and summary.txt."""
     num_views: int = 3
     """Test views in test_views.png and mesh_views.png (spread evenly over the test split)."""
-    turntable_frames: int = 36
+    turntable_frames: int = 24
     """Frames of the turntable GIF (one full turn)."""
     turntable_fps: float = 12.0
     """Frames per second of the turntable GIF."""
