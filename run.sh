@@ -87,10 +87,14 @@ demo() {
   [ -f "$scene/transforms_train.json" ] || "$PY" "$ROOT/data_scripts/make_synthetic_scene.py" --out-dir "$scene"
   say "training iga-nerf on the synthetic scene with the CPU preset (a few minutes on 2 cores)"
   rm -rf "$run_dir"  # a previous demo's checkpoints and logs would be read as this run's
+  # the converged comparison's schedule: constant lr for 60% of the steps, then exponential decay to a tenth
+  local steps="${DEMO_STEPS:-2000}" hold
+  hold=$(( steps * 6 / 10 ))
   # shellcheck disable=SC2046
   "$VENV/bin/ns-train" iga-nerf $("$PY" -m nerf_inr_methods.nerfstudio_plugin.presets) \
-    --max-num-iterations "${DEMO_STEPS:-2000}" \
-    --optimizers.fields.optimizer.lr 1e-3 --optimizers.fields.scheduler.lr-final 1e-5 \
+    --max-num-iterations "$steps" \
+    --optimizers.fields.optimizer.lr 1e-3 --optimizers.fields.scheduler.lr-final 1e-4 \
+    --optimizers.fields.scheduler.lr-pre-warmup 1e-3 --optimizers.fields.scheduler.warmup-steps "$hold" \
     --vis tensorboard --output-dir "$out" --timestamp demo --experiment-name synthetic-demo \
     --steps-per-eval-image 500 --steps-per-eval-all-images 100000 \
     blender-data --data "$scene"

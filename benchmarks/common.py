@@ -10,14 +10,27 @@ The statistics, verdicts, tables and JSON writing live in :mod:`nerf_inr_methods
 - :func:`write_results`, :func:`environment_info`, :func:`command_line`: JSON of all raw numbers in
   ``benchmarks/results/``.
 
-Import as ``from benchmarks.common import ...`` from the repository root (``python -m benchmarks.<name>``);
-scripts run as files put the repository root on ``sys.path`` first.
+Benchmark-side helpers shared by the scripts:
+
+- :func:`finish`: the results epilogue of every benchmark (payload header, JSON, summary line, where it went).
+- :func:`config_dict`: a run's options (tyro dataclass) as a JSON-able dict.
+- :func:`load_image` / :func:`pixel_grid`: the scikit-image sample photos of the image benchmarks, pixel grids.
+- :func:`eigen_bands` / :func:`band_energy`: IGA's mechanism probe (residual energy left in eNTK eigen-bands).
+
+The benchmarks are modules of the ``benchmarks`` package: run them from the repository root as
+``python -m benchmarks.<name>`` and import shared code as ``from benchmarks.common import ...``.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
 
 from nerf_inr_methods.reporting import (
     NOT_RESOLVABLE,
@@ -36,12 +49,18 @@ from nerf_inr_methods.reporting import (
 __all__ = [
     "NOT_RESOLVABLE",
     "RESULTS_DIR",
+    "band_energy",
     "command_line",
+    "config_dict",
+    "eigen_bands",
     "environment_info",
+    "finish",
     "fmt_pm",
+    "load_image",
     "markdown_table",
     "mean_std",
     "paired_stats",
+    "pixel_grid",
     "plateau_gain",
     "time_to_target",
     "verdict",
@@ -66,3 +85,104 @@ def write_results(name: str, payload: dict[str, Any], results_dir: Path | None =
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"write_results: name must be a plain file stem, got {name!r}")
     return write_json(payload, Path(results_dir if results_dir is not None else RESULTS_DIR) / f"{name}.json")
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A run's options as a JSON-able dict: the attributes of a (tyro) dataclass, including the ones its ``main``
+    derived and stored on it (e.g. gauss_esgd's ``tune_arms``), paths as strings."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(config).items()}
+
+
+def finish(
+    benchmark: str,
+    config: Any,
+    results: dict[str, Any],
+    summary_line: str,
+    *,
+    out: str,
+    results_dir: Path | None = None,
+    start: float | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The epilogue of a benchmark: assemble the payload, write the JSON, print the summary line and the path.
+
+    The payload is ``benchmark``, ``command``, ``config`` (:func:`config_dict`), ``environment``, then
+    ``results`` in their order, ``summary_line`` and, when ``start`` (a ``time.perf_counter()`` value) is given,
+    ``benchmark_wall_seconds``.
+
+    Args:
+        benchmark: the benchmark's name (e.g. ``"int_nerf"``).
+        config: the resolved options of the run (a dataclass).
+        results: the benchmark's own entries (runs, statistics, summary).
+        summary_line: the one-line ``SUMMARY <benchmark> ...`` verdict.
+        out: results file stem (see :func:`write_results`).
+        results_dir: folder of the JSON (default ``benchmarks/results/``).
+        start: ``time.perf_counter()`` at the start of the benchmark (None: no wall-clock entry).
+        log: where the lines go.
+
+    Returns:
+        The payload written.
+    """
+    payload: dict[str, Any] = {
+        "benchmark": benchmark,
+        "command": command_line(),
+        "config": config_dict(config),
+        "environment": environment_info(),
+        **results,
+        "summary_line": summary_line,
+    }
+    wall = ""
+    if start is not None:
+        payload["benchmark_wall_seconds"] = time.perf_counter() - start
+        wall = f"; benchmark wall-clock {payload['benchmark_wall_seconds']:.0f} s"
+    path = write_results(out, payload, results_dir)
+    log("")
+    log(summary_line)
+    log(f"(raw numbers: {path}{wall})")
+    return payload
+
+
+# ------------------------------------------------------------------------------------------ image benchmarks
+def load_image(name: str, size: int) -> Tensor:
+    """A scikit-image sample photograph, centre-cropped to a square and resized (anti-aliased).
+
+    Args:
+        name: a colour photo of ``skimage.data``, e.g. ``"astronaut"`` (512 x 512) or ``"chelsea"``.
+        size: output side in pixels (>= 2).
+
+    Returns:
+        (size, size, 3) float32 in [0, 1].
+    """
+    import skimage.data
+    from skimage.transform import resize
+
+    if size < 2:
+        raise ValueError(f"--size must be >= 2, got {size}")
+    img = getattr(skimage.data, name)()
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"image {name!r}: expected an RGB image, got shape {img.shape}")
+    h, w = img.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    img = resize(img[top : top + side, left : left + side], (size, size), anti_aliasing=True)  # float64 in [0, 1]
+    return torch.from_numpy(np.ascontiguousarray(img)).float()
+
+
+def pixel_grid(size: int) -> Tensor:
+    """Row-major pixel coordinates in [-1, 1]^2 (corner pixels at +-1): (size^2, 2), (row, col)."""
+    lin = torch.linspace(-1.0, 1.0, size)
+    return torch.stack(torch.meshgrid(lin, lin, indexing="ij"), dim=-1).reshape(-1, 2)
+
+
+# ------------------------------------------------------------------------------------- IGA mechanism probe
+def eigen_bands(m: int, end: int) -> list[tuple[int, int]]:
+    """Eigen-index bands [a, b) of an (m, m) probe eNTK: top direction, the next ``end``, up to ~4 end, the tail."""
+    edges = sorted({0, 1, min(end + 1, m), min(max(4 * end, end + 2), m), m})
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+
+
+def band_energy(vectors: Tensor, residual: Tensor, bands: list[tuple[int, int]]) -> list[float]:
+    """Residual energy ``||V_b^T r||^2`` per eigen-index band; vectors (m, m) descending, residual (m, C)."""
+    coeff = vectors.T @ residual.double().to(vectors.device)  # (m, C)
+    energy = (coeff**2).sum(dim=1)
+    return [float(energy[a:b].sum()) for a, b in bands]

@@ -13,21 +13,22 @@ the vmap intermediates. Each timing is the minimum over ``--repeats`` runs (base
 they are slow). ``--threads`` (default 1) fixes torch's intra-op threads for both sides: the machine is shared,
 and a single thread gives the most repeatable numbers there.
 
-Usage:
-    .venv/bin/python benchmarks/entk_speed.py            # n = 1024
-    .venv/bin/python benchmarks/entk_speed.py --quick    # n = 256, smoke test
+Usage (from the repository root):
+    .venv/bin/python -m benchmarks.entk_speed            # n = 1024
+    .venv/bin/python -m benchmarks.entk_speed --quick    # n = 256, smoke test
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import tyro
 from torch import Tensor, nn
 
 from nerf_inr_methods.core.entk import empirical_ntk, empirical_ntk_jacrev, empirical_ntk_reference
@@ -106,19 +107,31 @@ def nerf_field_case(n: int, seed: int) -> tuple[nn.Module, Callable[[], Tensor]]
     return field, forward
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="n = 256 smoke run (about a minute)")
-    parser.add_argument("--n", type=int, default=None, help="number of representatives (default 1024, quick 256)")
-    parser.add_argument("--chunk", type=int, default=128, help="samples per vmapped call in the baselines")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs of the layer-factored eNTK")
-    parser.add_argument("--baseline-repeats", type=int, default=None, help="timed runs of each baseline (2; quick 1)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for all methods")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--out", type=Path, default=None, help="JSON output (default benchmarks/results/entk_speed[_quick].json)"
-    )
-    args = parser.parse_args()
+@dataclass
+class EntkSpeedConfig:
+    """Speed of the layer-factored empirical NTK against per-sample-Jacobian baselines."""
+
+    quick: bool = False
+    """n = 256 smoke run (about a minute)."""
+    n: int | None = None
+    """Number of representatives (default 1024, quick 256)."""
+    chunk: int = 128
+    """Samples per vmapped call in the baselines."""
+    repeats: int = 5
+    """Timed runs of the layer-factored eNTK."""
+    baseline_repeats: int | None = None
+    """Timed runs of each baseline (2; quick 1)."""
+    threads: int = 1
+    """torch intra-op threads for all methods."""
+    seed: int = 0
+    """Seed of the networks and inputs."""
+    out: Path | None = None
+    """JSON output (default benchmarks/results/entk_speed[_quick].json)."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse ``argv`` (default: the command line), time both cases, print the table and write the JSON."""
+    args = tyro.cli(EntkSpeedConfig, args=argv, description=__doc__.splitlines()[0])
     n = args.n if args.n is not None else (256 if args.quick else 1024)
     if n < 2:
         raise ValueError(f"--n must be >= 2, got {n}")

@@ -32,44 +32,32 @@ Protocol (../shared/docs/benchmarks.md):
   the most repeatable timings); the runs of one seed are interleaved so background load hits all sides alike.
 
 Usage (from the repository root):
-    .venv/bin/python benchmarks/esgd_image.py            # full run (~15 min on 2 shared CPU cores)
-    .venv/bin/python benchmarks/esgd_image.py --quick    # ~1-2 min smoke version
+    .venv/bin/python -m benchmarks.esgd_image            # full run (~15 min on 2 shared CPU cores)
+    .venv/bin/python -m benchmarks.esgd_image --quick    # ~1-2 min smoke version
 Writes benchmarks/results/esgd_image.json (esgd_image_quick.json with --quick).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
-import sys
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import tyro
 from torch import Tensor, nn
 
-if __package__ in (None, ""):  # run as a file: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.common import (  # noqa: E402
-    command_line,
-    environment_info,
-    fmt_pm,
-    markdown_table,
-    paired_stats,
-    plateau_gain,
-    time_to_target,
-    verdict,
-    write_results,
-)
-from nerf_inr_methods.coordfit import fit, predict, psnr_from_mse  # noqa: E402
-from nerf_inr_methods.core.esgd import ESGD  # noqa: E402
-from nerf_inr_methods.core.mlp import make_mlp  # noqa: E402
+from benchmarks import common
+from benchmarks.common import fmt_pm, markdown_table, paired_stats, plateau_gain, time_to_target, verdict
+from nerf_inr_methods.coordfit import fit, predict, psnr_from_mse
+from nerf_inr_methods.core.esgd import ESGD
+from nerf_inr_methods.core.mlp import make_mlp
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "esgd", "esgd-g2", "esgd-official", "esgd-official-g2")
 """Adam baseline; ESGD; its g^2 ablation; ESGD with the official code's bias correction; its g^2 ablation."""
@@ -128,35 +116,74 @@ class Config:
 QUICK = dict(size=32, width=64, depth=4, batch=256, steps=600, eval_every=20)
 
 
+@dataclass
+class EsgdImageArgs:
+    """ESGD positive control: a Gaussian-activation MLP fitting a photograph, ESGD vs Adam vs the g^2 ablation.
+
+    Options left at None keep the :class:`Config` value of the full (or, with --quick, the quick) run."""
+
+    quick: bool = False
+    """~1-2 min smoke version (small image and network)."""
+    size: int | None = None
+    """Image side in pixels."""
+    width: int | None = None
+    """Hidden width."""
+    depth: int | None = None
+    """Number of hidden layers."""
+    steps: int | None = None
+    """Optimisation steps per run."""
+    batch: int | None = None
+    """Pixels per step (0 = full batch)."""
+    eval_every: int | None = None
+    """Evaluation interval in steps."""
+    seeds: int | None = None
+    """Number of paired seeds 0..n-1 (>= 3 for the protocol)."""
+    threads: int = 1
+    """torch intra-op threads."""
+    results_dir: Path | None = None
+    """Where to write the JSON (default benchmarks/results/)."""
+
+    def config(self) -> Config:
+        """The run's :class:`Config`: the full or quick sizes with the given options on top (checked)."""
+        cfg = Config(**QUICK) if self.quick else Config()
+        for name in ("size", "width", "depth", "steps", "eval_every"):
+            val = getattr(self, name)
+            if val is not None:
+                if val < 1:
+                    raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {val}")
+                setattr(cfg, name, val)
+        if self.batch is not None:
+            if self.batch < 0:
+                raise ValueError(f"--batch must be >= 0 (0 = full batch), got {self.batch}")
+            cfg.batch = self.batch
+        if self.seeds is not None:
+            if self.seeds < 1:
+                raise ValueError(f"--seeds must be >= 1, got {self.seeds}")
+            cfg.seeds = tuple(range(self.seeds))
+        if self.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {self.threads}")
+        cfg.threads = self.threads
+        return cfg
+
+
 # ------------------------------------------------------------------------------------------------ data
 def load_image(name: str, size: int) -> tuple[Tensor, Tensor]:
-    """A scikit-image photograph as a coordinate-fitting problem.
+    """A scikit-image photograph (:func:`benchmarks.common.load_image`) as a coordinate-fitting problem.
 
     Args:
         name: "astronaut" (test) or "chelsea" (validation; centre square crop).
         size: output side in pixels.
 
     Returns:
-        coords (size*size, 2) in [-1, 1] (x, y), float32; colours (size*size, 3) in [0, 1], float32.
+        coords (size*size, 2) in [-1, 1] (x, y) at pixel centres, float32; colours (size*size, 3) in [0, 1], float32.
     """
-    from skimage import data, transform
-
-    if name == "astronaut":
-        img = data.astronaut()
-    elif name == "chelsea":
-        img = data.chelsea()
-        h, w = img.shape[:2]
-        s = min(h, w)
-        img = img[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
-    else:
+    if name not in ("astronaut", "chelsea"):
         raise ValueError(f"load_image: name must be 'astronaut' or 'chelsea', got {name!r}")
-    if size < 2:
-        raise ValueError(f"--size must be >= 2, got {size}")
-    img = transform.resize(img, (size, size), anti_aliasing=True).astype(np.float32)  # [0, 1]
+    img = common.load_image(name, size)
     lin = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
     yy, xx = torch.meshgrid(lin, lin, indexing="ij")
     coords = torch.stack([xx, yy], dim=-1).reshape(-1, 2)
-    return coords, torch.from_numpy(img).reshape(-1, 3).clamp(0, 1)
+    return coords, img.reshape(-1, 3).clamp(0, 1)
 
 
 # ------------------------------------------------------------------------------------------------ runs
@@ -287,43 +314,10 @@ def _cell_reach(xs: list[float | None], digits: int) -> str:
     return fmt_pm(*_mean_std(xs), digits)
 
 
-def _parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="~1-2 min smoke version (small image and network)")
-    parser.add_argument("--size", type=int, help="image side in pixels")
-    parser.add_argument("--width", type=int, help="hidden width")
-    parser.add_argument("--depth", type=int, help="number of hidden layers")
-    parser.add_argument("--steps", type=int, help="optimisation steps per run")
-    parser.add_argument("--batch", type=int, help="pixels per step (0 = full batch)")
-    parser.add_argument("--eval-every", type=int, help="evaluation interval in steps")
-    parser.add_argument("--seeds", type=int, help="number of paired seeds (>= 3 for the protocol)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    parser.add_argument("--results-dir", type=Path, default=None, help="where to write the JSON")
-    args = parser.parse_args(argv)
-    cfg = Config(**QUICK) if args.quick else Config()
-    for name in ("size", "width", "depth", "steps", "eval_every"):
-        val = getattr(args, name)
-        if val is not None:
-            if val < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {val}")
-            setattr(cfg, name, val)
-    if args.batch is not None:
-        if args.batch < 0:
-            raise ValueError(f"--batch must be >= 0 (0 = full batch), got {args.batch}")
-        cfg.batch = args.batch
-    if args.seeds is not None:
-        if args.seeds < 1:
-            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-        cfg.seeds = tuple(range(args.seeds))
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    cfg.threads = args.threads
-    return cfg, args
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; print the tables and summary; write the JSON. Returns the JSON payload."""
-    cfg, args = _parse_args(argv)
+    args = tyro.cli(EsgdImageArgs, args=argv)
+    cfg = args.config()
     torch.set_num_threads(cfg.threads)
     wall_start = time.perf_counter()
 
@@ -461,8 +455,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "esgd_image",
         "quick": bool(args.quick),
         "config": asdict(cfg),
-        "command": command_line(),
-        "environment": environment_info(),
+        "command": common.command_line(),
+        "environment": common.environment_info(),
         "wall_clock_total_s": time.perf_counter() - wall_start,
         "tuning_validation_final_psnr": tuning,
         "best_lr": best_lr,
@@ -473,7 +467,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "summary": summary,
         "runs": runs,
     }
-    path = write_results("esgd_image_quick" if args.quick else "esgd_image", payload, args.results_dir)
+    path = common.write_results("esgd_image_quick" if args.quick else "esgd_image", payload, args.results_dir)
     print(f"wrote {path} ({payload['wall_clock_total_s']:.0f} s wall clock)")
     return payload
 

@@ -43,17 +43,8 @@ import torch
 import tyro
 from torch import Tensor, nn
 
-from benchmarks.common import (
-    command_line,
-    environment_info,
-    fmt_pm,
-    markdown_table,
-    mean_std,
-    paired_stats,
-    time_to_target,
-    verdict,
-    write_results,
-)
+from benchmarks import common
+from benchmarks.common import fmt_pm, markdown_table, mean_std, paired_stats, time_to_target, verdict
 from benchmarks.esgd_image import load_image
 from nerf_inr_methods.coordfit import optimization_step, predict, psnr_from_mse
 from nerf_inr_methods.core.esgd import RECIPES, ESGDConfig
@@ -441,8 +432,8 @@ def main(cfg: EsgdRobustConfig) -> Dict[str, Any]:
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
         "arms": {a: asdict(ARMS[a]) for a in arms},
         "recipes": RECIPES,
-        "command": command_line(),
-        "environment": environment_info(),
+        "command": common.command_line(),
+        "environment": common.environment_info(),
         "best_lr": best_lr,
         "tuning_validation_final_psnr": tuning,
         "summary": summary,
@@ -453,7 +444,7 @@ def main(cfg: EsgdRobustConfig) -> Dict[str, Any]:
     results_dir = cfg.results_dir
     if results_dir is None and cfg.quick:
         results_dir = Path(tempfile.mkdtemp(prefix="esgd_robust_quick_"))
-    path = write_results("esgd_robust_quick" if cfg.quick else "esgd_robust", payload, results_dir)
+    path = common.write_results("esgd_robust_quick" if cfg.quick else "esgd_robust", payload, results_dir)
     log(f"wrote {path} ({payload['wall_clock_total_s']:.0f} s wall clock)")
     return payload
 

@@ -49,19 +49,8 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import tyro
 
-from benchmarks.common import (
-    RESULTS_DIR,
-    command_line,
-    environment_info,
-    fmt_pm,
-    markdown_table,
-    mean_std,
-    paired_stats,
-    plateau_gain,
-    time_to_target,
-    verdict,
-    write_results,
-)
+from benchmarks import common
+from benchmarks.common import RESULTS_DIR, finish, fmt_pm, markdown_table, mean_std, paired_stats, verdict
 from benchmarks.nerf_common import MIC, MIC_100PX
 
 ARMS = ("adam", "esgd", "esgd-robust", "esgd-g2", "vanilla")
@@ -180,10 +169,13 @@ def summarize_seed(runs: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
     """Per seed: every arm's final PSNR and its iterations / seconds to first reach the Adam run's final PSNR."""
     adam = runs["adam"]
     target = adam["psnr"][-1]
-    row: Dict[str, Any] = {"target_psnr": target, "adam_plateau_gain_db": plateau_gain(adam["step"], adam["psnr"])}
+    row: Dict[str, Any] = {
+        "target_psnr": target,
+        "adam_plateau_gain_db": common.plateau_gain(adam["step"], adam["psnr"]),
+    }
     for arm, h in runs.items():
-        steps = time_to_target(h["step"], h["psnr"], target)
-        seconds = time_to_target(h["train_seconds"], h["psnr"], target)
+        steps = common.time_to_target(h["step"], h["psnr"], target)
+        seconds = common.time_to_target(h["train_seconds"], h["psnr"], target)
         row[arm] = {
             "final_psnr": h["psnr"][-1],
             "steps_to_target": steps,
@@ -384,11 +376,7 @@ def main(args: GaussEsgdConfig) -> Dict[str, Any]:
         + "; ".join(parts)
         + "; shared machine."
     )
-    payload = {
-        "benchmark": "gauss_esgd",
-        "command": command_line(),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},  # with tune_arms
-        "environment": environment_info(),
+    results = {
         "tuning": {
             k: {a: {str(lr): s for lr, s in v.items()} if isinstance(v, dict) else v for a, v in d.items()}
             for k, d in tuning.items()
@@ -396,14 +384,10 @@ def main(args: GaussEsgdConfig) -> Dict[str, Any]:
         "tuning_seconds": tune_seconds,
         "runs": {str(seed): seed_runs for seed, seed_runs in runs.items()},
         "summary": summary,
-        "summary_line": summary_line,
-        "benchmark_wall_seconds": time.perf_counter() - start,
     }
-    path = write_results(args.out, payload, args.results_dir)
-    log("")
-    log(summary_line)
-    log(f"(raw numbers: {path}; benchmark wall-clock {payload['benchmark_wall_seconds']:.0f} s)")
-    return payload
+    return finish(
+        "gauss_esgd", args, results, summary_line, out=args.out, results_dir=args.results_dir, start=start, log=log
+    )
 
 
 if __name__ == "__main__":

@@ -25,40 +25,30 @@ Mechanism evidence (not true by construction):
 The step clock includes the eNTK, eigh and surrogate; evaluation is excluded. The machine is shared.
 
 Usage:
-    .venv/bin/python benchmarks/iga_image.py            # full run (~12 min here, 64 px, 700 steps)
-    .venv/bin/python benchmarks/iga_image.py --quick    # ~1-2 min smoke run (32 px, 120 steps)
+    .venv/bin/python -m benchmarks.iga_image            # full run (~12 min here, 64 px, 700 steps)
+    .venv/bin/python -m benchmarks.iga_image --quick    # ~1-2 min smoke run (32 px, 120 steps)
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, List
 
 import numpy as np
 import torch
+import tyro
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import (  # noqa: E402
-    RESULTS_DIR,
-    command_line,
-    environment_info,
-    fmt_pm,
-    markdown_table,
-    paired_stats,
-    plateau_gain,
-    verdict,
-    write_results,
-)
-from nerf_inr_methods.coordfit import fit, predict, psnr_from_mse  # noqa: E402
-from nerf_inr_methods.core.entk import empirical_ntk  # noqa: E402
-from nerf_inr_methods.core.iga import IGAAdjust  # noqa: E402
-from nerf_inr_methods.core.mlp import make_mlp  # noqa: E402
+from benchmarks import common
+from benchmarks.common import RESULTS_DIR, band_energy, eigen_bands, load_image, pixel_grid
+from nerf_inr_methods.coordfit import fit, predict, psnr_from_mse
+from nerf_inr_methods.core.entk import empirical_ntk
+from nerf_inr_methods.core.iga import IGAAdjust
+from nerf_inr_methods.core.mlp import make_mlp
 
 ARMS = ("mse", "iga", "identity")
 FREQ_BANDS = (0.0, 1 / 16, 1 / 8, 1 / 4, 1.0)
@@ -66,34 +56,12 @@ FREQ_BANDS = (0.0, 1 / 16, 1 / 8, 1 / 4, 1.0)
 
 
 # ------------------------------------------------------------------------------------------------ data
-def load_image(name: str, size: int) -> Tensor:
-    """A scikit-image sample photo, centre-cropped to a square and resized: (size, size, 3) float32 in [0, 1]."""
-    import skimage.data
-    from skimage.transform import resize
-
-    img = getattr(skimage.data, name)()
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"image {name!r}: expected an RGB image, got shape {img.shape}")
-    h, w = img.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    img = img[top : top + side, left : left + side]
-    img = resize(img, (size, size), anti_aliasing=True)  # float64 in [0, 1]
-    return torch.from_numpy(np.ascontiguousarray(img)).float()
-
-
 def patch_order(size: int, patch: int) -> Tensor:
     """Pixel indices (row-major flat) listed patch by patch: (size^2,) long; patch p occupies [p P^2, (p+1) P^2)."""
     if size % patch:
         raise ValueError(f"--size {size} must be a multiple of --patch {patch}")
     idx = torch.arange(size * size).reshape(size // patch, patch, size // patch, patch)
     return idx.permute(0, 2, 1, 3).reshape(-1)
-
-
-def pixel_grid(size: int) -> Tensor:
-    """Row-major pixel coordinates in [-1, 1]^2: (size^2, 2), (row, col)."""
-    lin = torch.linspace(-1.0, 1.0, size)
-    return torch.stack(torch.meshgrid(lin, lin, indexing="ij"), dim=-1).reshape(-1, 2)
 
 
 # ----------------------------------------------------------------------------------------------- metrics
@@ -113,21 +81,8 @@ def band_relative_errors(pred: Tensor, target: Tensor) -> list[float]:
     return out
 
 
-def eigen_bands(m: int, end: int) -> list[tuple[int, int]]:
-    """Eigen-index bands of the probe eNTK: top, next ``end``, middle, tail."""
-    cuts = sorted({0, 1, min(1 + end, m), min(max(4 * end, 2 + end), m), m})
-    return list(zip(cuts[:-1], cuts[1:], strict=True))
-
-
-def band_energy(vectors: Tensor, residual: Tensor, bands: list[tuple[int, int]]) -> list[float]:
-    """Residual energy ||V_b^T r||^2 per eigen-index band; vectors (m, m) descending, residual (m, C)."""
-    proj = vectors.T @ residual.double()  # (m, C)
-    energy = proj.pow(2).sum(dim=1)
-    return [float(energy[a:b].sum()) for a, b in bands]
-
-
 # ----------------------------------------------------------------------------------------------- one run
-def build_model(seed: int, args: argparse.Namespace) -> nn.Module:
+def build_model(seed: int, args: IgaImageConfig) -> nn.Module:
     torch.manual_seed(seed)
     return make_mlp(
         2, 3, width=args.width, depth=args.depth, activation="relu", pe_frequencies=args.pe, pe_include_input=True
@@ -135,7 +90,7 @@ def build_model(seed: int, args: argparse.Namespace) -> nn.Module:
 
 
 def run_one(
-    arm: str, lr: float, seed: int, image: Tensor, args: argparse.Namespace, probe: dict[str, Any] | None = None
+    arm: str, lr: float, seed: int, image: Tensor, args: IgaImageConfig, probe: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Train one arm on one image; returns curves and final metrics."""
     size = image.shape[0]
@@ -175,7 +130,7 @@ def run_one(
         "psnr": psnrs,
         "final_psnr": psnrs[-1],
         "max_psnr": max(psnrs),
-        "plateau_gain_last20": plateau_gain(hist.eval_steps, psnrs),
+        "plateau_gain_last20": common.plateau_gain(hist.eval_steps, psnrs),
         "train_time_s": hist.time[-1],
         "sec_per_step": hist.time[-1] / args.steps,
         "band_rel_err": hist.eval_metrics[-1].get("band_rel_err"),
@@ -191,7 +146,7 @@ def run_one(
     return result
 
 
-def make_probe(seed: int, image: Tensor, args: argparse.Namespace) -> dict[str, Any]:
+def make_probe(seed: int, image: Tensor, args: IgaImageConfig) -> dict[str, Any]:
     """eNTK at initialisation on ``args.probe`` random pixels; its eigenvectors (descending)."""
     size = image.shape[0]
     gen = torch.Generator().manual_seed(10_000 + seed)
@@ -212,57 +167,75 @@ def make_probe(seed: int, image: Tensor, args: argparse.Namespace) -> dict[str, 
 
 
 # ----------------------------------------------------------------------------------------------- main
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="~2 min smoke run (tiny image, few steps)")
-    p.add_argument("--size", type=int, default=None, help="image side in pixels (default 64; quick 32)")
-    p.add_argument("--patch", type=int, default=None, help="group = patch x patch pixels (default 4)")
-    p.add_argument("--end", type=int, default=None, help="balanced eNTK eigenvalues (default 20; quick 8)")
-    p.add_argument("--steps", type=int, default=None, help="Adam steps per run (default 700; quick 120)")
-    p.add_argument("--width", type=int, default=None, help="hidden width (default 128; quick 64)")
-    p.add_argument("--depth", type=int, default=3, help="hidden ReLU layers (paper: 3)")
-    p.add_argument("--pe", type=int, default=6, help="positional-encoding frequencies (paper code: 6)")
-    p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2, 3e-2], help="Adam lr grid (>= 3 values)")
-    p.add_argument("--seeds", type=int, default=3, help="paired test seeds")
-    p.add_argument("--val-seed", type=int, default=100, help="seed of the lr-tuning runs (not a test seed)")
-    p.add_argument("--decay-at", type=float, default=0.5, help="lr x 0.1 after this fraction of the steps")
-    p.add_argument("--eval-every", type=int, default=None, help="evaluation interval in steps")
-    p.add_argument("--probe", type=int, default=None, help="probe pixels for the eigen-decay (default 512; quick 128)")
-    p.add_argument("--tag", default="", help="suffix of the JSON name (iga_image_<tag>.json) for non-default runs")
-    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="folder of the results JSON")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch intra-op threads (1: on a shared, oversubscribed CPU more is slower)",
-    )
-    args = p.parse_args(argv)
-    quick = args.quick
-    defaults = {
-        "size": (64, 32),
-        "patch": (4, 4),
-        "end": (20, 8),
-        "steps": (700, 120),
-        "width": (128, 64),
-        "probe": (512, 128),
-    }
-    for key, (full, small) in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, small if quick else full)
-    if args.eval_every is None:
-        args.eval_every = max(1, args.steps // 10)
-    if len(args.lrs) < 3 and not quick:
-        raise ValueError(f"--lrs: the protocol needs a grid of at least 3 values, got {args.lrs}")
-    if args.seeds < 1 or args.steps < 10 or not 0 < args.decay_at <= 1 or args.threads < 1:
-        raise ValueError("--seeds >= 1, --steps >= 10, 0 < --decay-at <= 1 and --threads >= 1 are required")
-    n_groups = (args.size // args.patch) ** 2
-    if args.end >= n_groups:
-        raise ValueError(f"--end {args.end} must be < number of patches {n_groups}")
-    return args
+@dataclass
+class IgaImageConfig:
+    """IGA positive control: ReLU+PE MLP fitting astronaut, IGA vs MSE (and the S = I ablation)."""
+
+    quick: bool = False
+    """~2 min smoke run (tiny image, few steps)."""
+    size: int | None = None
+    """Image side in pixels (default 64; quick 32)."""
+    patch: int | None = None
+    """Group = patch x patch pixels (default 4)."""
+    end: int | None = None
+    """Balanced eNTK eigenvalues (default 20; quick 8)."""
+    steps: int | None = None
+    """Adam steps per run (default 700; quick 120)."""
+    width: int | None = None
+    """Hidden width (default 128; quick 64)."""
+    depth: int = 3
+    """Hidden ReLU layers (paper: 3)."""
+    pe: int = 6
+    """Positional-encoding frequencies (paper code: 6)."""
+    lrs: List[float] = field(default_factory=lambda: [1e-3, 3e-3, 1e-2, 3e-2])
+    """Adam lr grid (>= 3 values)."""
+    seeds: int = 3
+    """Paired test seeds."""
+    val_seed: int = 100
+    """Seed of the lr-tuning runs (not a test seed)."""
+    decay_at: float = 0.5
+    """lr x 0.1 after this fraction of the steps."""
+    eval_every: int | None = None
+    """Evaluation interval in steps (default steps // 10)."""
+    probe: int | None = None
+    """Probe pixels for the eigen-decay (default 512; quick 128)."""
+    tag: str = ""
+    """Suffix of the JSON name (iga_image_<tag>.json) for non-default runs."""
+    results_dir: Path = RESULTS_DIR
+    """Folder of the results JSON."""
+    threads: int = 1
+    """torch intra-op threads (1: on a shared, oversubscribed CPU more is slower)."""
+
+    def resolved(self) -> IgaImageConfig:
+        """A copy with the defaults of the full or quick run filled in and the inputs checked."""
+        quick = self.quick
+        defaults = {
+            "size": (64, 32),
+            "patch": (4, 4),
+            "end": (20, 8),
+            "steps": (700, 120),
+            "width": (128, 64),
+            "probe": (512, 128),
+        }
+        c = IgaImageConfig(**{**vars(self), "lrs": list(self.lrs)})
+        for key, (full, small) in defaults.items():
+            if getattr(c, key) is None:
+                setattr(c, key, small if quick else full)
+        if c.eval_every is None:
+            c.eval_every = max(1, c.steps // 10)
+        if len(c.lrs) < 3 and not quick:
+            raise ValueError(f"--lrs: the protocol needs a grid of at least 3 values, got {c.lrs}")
+        if c.seeds < 1 or c.steps < 10 or not 0 < c.decay_at <= 1 or c.threads < 1:
+            raise ValueError("--seeds >= 1, --steps >= 10, 0 < --decay-at <= 1 and --threads >= 1 are required")
+        n_groups = (c.size // c.patch) ** 2
+        if c.end >= n_groups:
+            raise ValueError(f"--end {c.end} must be < number of patches {n_groups}")
+        return c
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse ``argv`` (default: the command line), run the benchmark, write the JSON; returns its payload."""
+    args = tyro.cli(IgaImageConfig, args=argv).resolved()
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     val_image = load_image("chelsea", args.size)
@@ -301,15 +274,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # 3. report
     final = {arm: [r["final_psnr"] for r in runs[arm]] for arm in ARMS}
-    d_iga = paired_stats(final["mse"], final["iga"])
-    d_id = paired_stats(final["mse"], final["identity"])
-    v_iga = verdict(d_iga["mean"], d_iga["std"], what="IGA")
-    v_id = verdict(d_id["mean"], d_id["std"], what="S=I")
+    d_iga = common.paired_stats(final["mse"], final["iga"])
+    d_id = common.paired_stats(final["mse"], final["identity"])
+    v_iga = common.verdict(d_iga["mean"], d_iga["std"], what="IGA")
+    v_id = common.verdict(d_id["mean"], d_id["std"], what="S=I")
     if max(abs(d) for d in d_id["diffs"]) < 0.01:  # e.g. bitwise-equal curves: std 0 would make any sign a verdict
         v_id = "equal to MSE within 0.01 dB on every seed"
 
     def mean_std(xs: list[float]) -> str:
-        return fmt_pm(float(np.mean(xs)), float(np.std(xs, ddof=1)) if len(xs) > 1 else math.nan)
+        return common.fmt_pm(float(np.mean(xs)), float(np.std(xs, ddof=1)) if len(xs) > 1 else math.nan)
 
     rows = []
     for arm in ARMS:
@@ -322,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 mean_std(final[arm]),
                 "-"
                 if arm == "mse"
-                else fmt_pm((d_iga if arm == "iga" else d_id)["mean"], (d_iga if arm == "iga" else d_id)["std"]),
+                else common.fmt_pm((d_iga if arm == "iga" else d_id)["mean"], (d_iga if arm == "iga" else d_id)["std"]),
                 " / ".join(f"{v:.3f}" for v in bands.mean(axis=0)),
                 " / ".join(f"{v:.2e}" for v in eig.mean(axis=0)),
                 f"{np.mean([r['plateau_gain_last20'] for r in runs[arm]]):.2f}",
@@ -333,7 +306,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     eig_names = " / ".join(f"[{a},{b})" for a, b in probes[0]["bands"])
     print()
     print(
-        markdown_table(
+        common.markdown_table(
             [
                 "arm",
                 "lr",
@@ -348,19 +321,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     )
     print(f"\nlr tuning on chelsea (final PSNR dB): mse {tuning['mse']}, iga {tuning['iga']}; winners {best}")
-    print(f"S = I ablation: paired diff {fmt_pm(d_id['mean'], d_id['std'])} dB -> {v_id} (expected: not resolvable)")
+    id_diff = common.fmt_pm(d_id["mean"], d_id["std"])
+    print(f"S = I ablation: paired diff {id_diff} dB -> {v_id} (expected: not resolvable)")
     summary = (
         f"Summary: IGA vs MSE (ReLU+PE, astronaut {args.size}px, {args.steps} steps, {args.seeds} paired seeds, "
-        f"each at its tuned lr): {fmt_pm(d_iga['mean'], d_iga['std'])} dB -> {v_iga}; target >= +1 dB "
+        f"each at its tuned lr): {common.fmt_pm(d_iga['mean'], d_iga['std'])} dB -> {v_iga}; target >= +1 dB "
         f"({'met' if d_iga['mean'] >= 1.0 and v_iga == 'IGA better' else 'not met'}); paper +3.8 dB on Kodak."
     )
     print(summary)
 
     payload = {
         "benchmark": "iga_image",
-        "command": command_line(),
-        "config": {k: v for k, v in vars(args).items()},
-        "environment": environment_info(),
+        "command": common.command_line(),
+        "config": common.config_dict(args),
+        "environment": common.environment_info(),
         "wall_clock_s": time.perf_counter() - t_start,
         "lr_tuning": {arm: {str(k): v for k, v in d.items()} for arm, d in tuning.items()},
         "best_lr": best,
@@ -375,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "summary": summary,
     }
     name = "iga_image_quick" if args.quick else "iga_image"
-    path = write_results(f"{name}_{args.tag}" if args.tag else name, payload, args.results_dir)
+    path = common.write_results(f"{name}_{args.tag}" if args.tag else name, payload, args.results_dir)
     print(f"(raw numbers: {path}; machine shared with other jobs)")
     return payload
 

@@ -24,40 +24,38 @@ evaluation the probe's rendered-colour residual R is projected, and the fraction
 IGA shrinks the top ``end`` directions' step, so relative to vanilla it should leave *more* energy in the top band and
 less in the bands after it.
 
-Positive control: ``benchmarks/iga_image.py`` (ReLU+PE on astronaut): its stored result is quoted if present.
+Positive control: ``python -m benchmarks.iga_image`` (ReLU+PE on astronaut): its stored result is quoted if present.
 
-Run from the repository root: ``python benchmarks/iga_nerf.py`` or ``--quick`` (smoke run, ``iga_nerf_quick.json``).
+Run from the repository root: ``python -m benchmarks.iga_nerf`` or ``--quick`` (smoke run, ``iga_nerf_quick.json``).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import statistics
-import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Tuple
-
-if __package__ in (None, ""):  # run as a file: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
 import torch
+import tyro
 from torch import Tensor
 
 import benchmarks.nerf_common as nerf_common
 from benchmarks.common import (
     RESULTS_DIR,
-    command_line,
-    environment_info,
+    band_energy,
+    eigen_bands,
+    finish,
     fmt_pm,
     markdown_table,
     paired_stats,
     verdict,
-    write_results,
 )
 from benchmarks.nerf_common import MIC, MIC_100PX, train_arm
 from nerf_inr_methods.nerfstudio_plugin.iga_nerf import fine_field_entk, fine_representatives
@@ -70,7 +68,67 @@ MAX_OVERHEAD = 0.15
 """Issue 5's budget for IGA's extra time per step."""
 
 
-def arm_config(arm: str, seed: int, lr: float, steps: int, output_dir: Path, args: argparse.Namespace):
+@dataclass
+class IgaNerfConfig:
+    """IGA on NeRF: vanilla NeRF vs iga-nerf (and IGA's S = I control) on Blender mic at 100 px, CPU preset."""
+
+    quick: bool = False
+    """Smoke run: 12 steps, 1 seed, no lr tuning, 1 view."""
+    data: Path = MIC
+    """Blender scene folder."""
+    steps: int | None = None
+    """Training steps per arm (default 300; quick 12)."""
+    tune_steps: int | None = None
+    """Steps of the lr-tuning runs (default --steps)."""
+    seeds: int | None = None
+    """Number of paired seeds 0..n-1 (default 3; quick 1)."""
+    lrs: List[float] | None = None
+    """RAdam lr grid (default 2.5e-4 5e-4 1e-3; quick 5e-4)."""
+    val_seed: int = 100
+    """Seed of the lr-tuning runs."""
+    end: int = 6
+    """IGA end (balanced eNTK eigenvalues) for 256-ray batches."""
+    view_every: int | None = None
+    """Every n-th test view is evaluated (default 100; quick 200)."""
+    val_view_every: int = 50
+    """Every n-th val view is evaluated when tuning."""
+    probe: int | None = None
+    """Held-out probe rays (default 256; quick 64)."""
+    probe_seed: int = 1234
+    """Seed of the probe pixels."""
+    identity_seeds: int = 1
+    """Seeds on which the S = I control also runs."""
+    threads: int = 1
+    """torch threads (1: steadier clocks on a shared machine)."""
+    out: str | None = None
+    """Results file stem (default iga_nerf[_quick])."""
+    results_dir: Path = RESULTS_DIR
+    """Folder of the results JSON."""
+
+    def resolved(self) -> IgaNerfConfig:
+        """A copy with the defaults of the full or quick run filled in and the inputs checked."""
+        quick = self.quick
+        steps = self.steps or (12 if quick else 300)
+        c = dataclasses.replace(
+            self,
+            steps=steps,
+            tune_steps=self.tune_steps or steps,
+            seeds=self.seeds or (1 if quick else 3),
+            lrs=list(self.lrs or ([5e-4] if quick else [2.5e-4, 5e-4, 1e-3])),
+            view_every=self.view_every or (200 if quick else 100),
+            probe=self.probe or (64 if quick else 256),
+            out=self.out or ("iga_nerf_quick" if quick else "iga_nerf"),
+        )
+        if c.steps < 2 or c.seeds < 1 or c.end < 1 or c.probe <= c.end + 1:
+            raise ValueError("--steps >= 2, --seeds >= 1, --end >= 1 and --probe > --end + 1 are required")
+        if not c.data.is_dir():
+            raise FileNotFoundError(
+                f"--data {c.data} is not a folder (expected a Blender scene, e.g. ../shared/data/blender/mic)"
+            )
+        return c
+
+
+def arm_config(arm: str, seed: int, lr: float, steps: int, output_dir: Path, args: IgaNerfConfig):
     """TrainerConfig of one arm on mic at 100 px with the CPU preset (RAdam at ``lr``)."""
     overrides: Dict[str, Any] = dict(MIC_100PX)
     method = "inr-nerf"
@@ -86,12 +144,6 @@ def arm_config(arm: str, seed: int, lr: float, steps: int, output_dir: Path, arg
 
 # ----------------------------------------------------------------------------------------------------------------
 # Probe: residual decay along eigenvectors of the eNTK at initialisation, on held-out rays
-
-
-def eigen_bands(m: int, end: int) -> List[Tuple[int, int]]:
-    """Eigen-index bands [a, b) of an (m, m) kernel: top direction, the next ``end``, up to ~4 end, the tail."""
-    edges = sorted({0, 1, min(end + 1, m), min(max(4 * end, end + 2), m), m})
-    return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
 
 
 def make_probe_rays(pipeline, m: int, seed: int) -> Tuple[Any, Tensor]:
@@ -126,7 +178,7 @@ def probe_residual(model, bundle, target: Tensor) -> Tensor:
     return residual
 
 
-def make_probe(config, args: argparse.Namespace) -> Dict[str, Any]:
+def make_probe(config, args: IgaNerfConfig) -> Dict[str, Any]:
     """Probe of one seed from the initialisation train_arm builds for ``config`` (same seeding, same setup)."""
     from nerfstudio.scripts.train import _set_random_seed
 
@@ -156,13 +208,6 @@ def make_probe(config, args: argparse.Namespace) -> Dict[str, Any]:
     }
 
 
-def band_energy(vectors: Tensor, residual: Tensor, bands: List[Tuple[int, int]]) -> List[float]:
-    """Residual energy ||V_b^T R||^2 per eigen-index band; vectors (m, m) descending, residual (m, 3)."""
-    coeff = vectors.T @ residual.double().to(vectors.device)  # (m, 3)
-    energy = (coeff**2).sum(dim=1)
-    return [float(energy[a:b].sum()) for a, b in bands]
-
-
 @contextlib.contextmanager
 def probing(probe: Dict[str, Any], sink: List[List[float]]) -> Iterator[None]:
     """While active, every evaluation of ``train_arm`` also records the probe's band energies in ``sink``.
@@ -187,7 +232,7 @@ def probing(probe: Dict[str, Any], sink: List[List[float]]) -> Iterator[None]:
 
 
 def run_arm(
-    arm: str, seed: int, lr: float, args: argparse.Namespace, log, *, tuning: bool = False, probe=None
+    arm: str, seed: int, lr: float, args: IgaNerfConfig, log, *, tuning: bool = False, probe=None
 ) -> Dict[str, Any]:
     """Train one arm; returns its curve (step, train_seconds, rays, psnr), step times and probe energies."""
     steps = args.tune_steps if tuning else args.steps
@@ -230,49 +275,9 @@ def positive_control() -> Dict[str, Any] | None:
     }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    p.add_argument("--quick", action="store_true", help="smoke run: 12 steps, 1 seed, no lr tuning, 1 view")
-    p.add_argument("--data", type=Path, default=MIC, help="Blender scene folder")
-    p.add_argument("--steps", type=int, default=None, help="training steps per arm (default 300; quick 12)")
-    p.add_argument("--tune-steps", type=int, default=None, help="steps of the lr-tuning runs (default --steps)")
-    p.add_argument("--seeds", type=int, default=None, help="number of paired seeds 0..n-1 (default 3; quick 1)")
-    p.add_argument("--lrs", type=float, nargs="+", default=None, help="RAdam lr grid (default 2.5e-4 5e-4 1e-3)")
-    p.add_argument("--val-seed", type=int, default=100, help="seed of the lr-tuning runs")
-    p.add_argument("--end", type=int, default=6, help="IGA end (balanced eNTK eigenvalues) for 256-ray batches")
-    p.add_argument("--view-every", type=int, default=None, help="every n-th test view is evaluated (default 100)")
-    p.add_argument("--val-view-every", type=int, default=50, help="every n-th val view is evaluated when tuning")
-    p.add_argument("--probe", type=int, default=None, help="held-out probe rays (default 256; quick 64)")
-    p.add_argument("--probe-seed", type=int, default=1234, help="seed of the probe pixels")
-    p.add_argument("--identity-seeds", type=int, default=1, help="seeds on which the S = I control also runs")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier clocks on a shared machine)")
-    p.add_argument("--out", type=str, default=None, help="results file stem (default iga_nerf[_quick])")
-    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="folder of the results JSON")
-    return p
-
-
-def resolve(args: argparse.Namespace) -> argparse.Namespace:
-    quick = args.quick
-    args.steps = args.steps or (12 if quick else 300)
-    args.tune_steps = args.tune_steps or args.steps
-    args.seeds = args.seeds or (1 if quick else 3)
-    args.lrs = args.lrs or ([5e-4] if quick else [2.5e-4, 5e-4, 1e-3])
-    args.view_every = args.view_every or (200 if quick else 100)
-    args.probe = args.probe or (64 if quick else 256)
-    args.out = args.out or ("iga_nerf_quick" if quick else "iga_nerf")
-    if args.steps < 2 or args.seeds < 1 or args.end < 1 or args.probe <= args.end + 1:
-        raise ValueError("--steps >= 2, --seeds >= 1, --end >= 1 and --probe > --end + 1 are required")
-    if not args.data.is_dir():
-        raise FileNotFoundError(
-            f"--data {args.data} is not a folder (expected a Blender scene, e.g. ../shared/data/blender/mic)"
-        )
-    return args
-
-
-def main(argv: List[str] | None = None) -> Dict[str, Any]:
-    args = resolve(build_parser().parse_args(argv))
+def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
+    """Parse ``argv`` (default: the command line), run the benchmark, write the JSON; returns its payload."""
+    args = tyro.cli(IgaNerfConfig, args=argv).resolved()
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -383,7 +388,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     if control is not None:
         log(f"positive control (benchmarks/iga_image.py): {control['summary']}")
     else:
-        log("positive control: benchmarks/results/iga_image.json not found (run benchmarks/iga_image.py)")
+        log("positive control: benchmarks/results/iga_image.json not found (run python -m benchmarks.iga_image)")
     identity_text = f"{identity_diff['mean']:+.3f} dB" if identity_diff else "not run"
     not_plateau = [g for g in plateau["vanilla"] if g >= 0.1]
     met = gain["mean"] >= TARGET_DB and v_iga == "IGA better"
@@ -398,13 +403,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
         f"{'NOT at a plateau (gained >= 0.1 dB over the last 20% of steps)' if not_plateau else 'at a plateau'}; "
         f"shared machine, arms sequential."
     )
-    log(summary)
-    wall = time.perf_counter() - t0
-    payload = {
-        "benchmark": "iga_nerf",
-        "command": command_line(),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "environment": environment_info(),
+    results = {
         "lr_tuning_val_psnr": tuning,
         "best_lr": best,
         "runs": runs,
@@ -418,12 +417,8 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
         "probe_fraction_left_iga_minus_vanilla": band_diff,
         "vanilla_gain_last_20pct_db": plateau["vanilla"],
         "positive_control": control,
-        "summary_line": summary,
-        "benchmark_wall_seconds": wall,
     }
-    path = write_results(args.out, payload, args.results_dir)
-    log(f"wrote {path} ({wall:.0f} s)")
-    return payload
+    return finish("iga_nerf", args, results, summary, out=args.out, results_dir=args.results_dir, start=t0, log=log)
 
 
 if __name__ == "__main__":

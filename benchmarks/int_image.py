@@ -14,43 +14,96 @@ Protocol (../shared/docs/benchmarks.md):
    INT (and random) needs to reach the baseline's final PSNR as a fraction of the baseline's training time
    (paper: INT <= 0.7x), points processed, and paired differences mean +- std with the 2-std rule.
 
-Run from the repository root: ``python benchmarks/int_image.py`` (full, < 15 min on 2 idle cores) or
+Run from the repository root: ``python -m benchmarks.int_image`` (full, < 15 min on 2 idle cores) or
 ``--quick`` (~2 min smoke run, written to ``int_image_quick.json``).
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import math
-import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-if __package__ in (None, ""):  # run as a file: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from typing import Any, List, Literal
 
 import numpy as np
 import torch
+import tyro
 from torch import Tensor
 
-from benchmarks.common import (
-    NOT_RESOLVABLE,
-    command_line,
-    environment_info,
-    fmt_pm,
-    markdown_table,
-    paired_stats,
-    plateau_gain,
-    time_to_target,
-    verdict,
-    write_results,
-)
+from benchmarks import common
+from benchmarks.common import finish, fmt_pm, markdown_table, paired_stats, verdict
 from nerf_inr_methods.coordfit import FitHistory, fit_iter, predict, psnr_from_mse
-from nerf_inr_methods.core.int_selection import INTERVAL_KINDS, RATIO_KINDS, IntSchedule
+from nerf_inr_methods.core.int_selection import IntervalKind, IntSchedule, RatioKind
 from nerf_inr_methods.core.mlp import make_mlp
 
 METHODS = ("baseline", "int", "random")
+
+
+@dataclass
+class IntImageConfig:
+    """INT positive control: SIREN fitting skimage's camera() with Adam, with and without INT."""
+
+    quick: bool = False
+    """~2 min smoke run (smaller image, network and run)."""
+    size: int | None = None
+    """Image side after downscaling camera() (default 128; quick 48)."""
+    width: int | None = None
+    """SIREN hidden width (default 64; quick 32)."""
+    depth: int = 3
+    """SIREN hidden layers."""
+    w0: float = 30.0
+    """SIREN frequency factor."""
+    steps: int | None = None
+    """Training steps T (default 600; quick 200)."""
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    """Adam lr schedule (every method)."""
+    seeds: List[int] = field(default_factory=lambda: [0, 1, 2])
+    """Paired seeds."""
+    tune_seed: int = 1000
+    """Seed of the lr-tuning runs and the val split."""
+    lrs: List[float] = field(default_factory=lambda: [3e-4, 1e-3, 3e-3])
+    """Adam lr grid (every method)."""
+    r0: float = 0.2
+    """INT starting ratio."""
+    ratio: RatioKind = "step"
+    """INT ratio schedule (paper: step)."""
+    interval: IntervalKind = "incremental"
+    """INT interval schedule (paper: incremental)."""
+    max_interval: int | None = None
+    """INT max interval (default min(90, T // 50))."""
+    num_evals: int = 50
+    """Number of evaluations along training."""
+    threads: int = 1
+    """torch threads (1: far steadier clocks on a shared machine; 0 = torch's)."""
+    out: str | None = None
+    """Results file stem (default int_image[_quick])."""
+    results_dir: Path | None = None
+    """Folder of the results JSON (default benchmarks/results/)."""
+
+    def resolved(self) -> IntImageConfig:
+        """A copy with the defaults of the full or quick run filled in and the inputs checked."""
+        q = self.quick
+        steps = self.steps or (200 if q else 600)
+        c = dataclasses.replace(
+            self,
+            seeds=list(self.seeds),
+            lrs=list(self.lrs),
+            size=self.size or (48 if q else 128),
+            width=self.width or (32 if q else 64),
+            steps=steps,
+            max_interval=self.max_interval or max(1, min(90, steps // 50)),
+            out=self.out or ("int_image_quick" if q else "int_image"),
+        )
+        if len(c.lrs) < 3 and not q:
+            raise ValueError(f"--lrs: the protocol needs a grid of at least 3 values, got {c.lrs}")
+        if len(c.seeds) < 3 and not q:
+            raise ValueError(f"--seeds: the protocol needs at least 3 paired seeds, got {c.seeds}")
+        if c.tune_seed in c.seeds:
+            raise ValueError(f"--tune-seed {c.tune_seed} must differ from the evaluation --seeds {c.seeds}")
+        return c
 
 
 def load_camera(size: int) -> tuple[Tensor, Tensor]:
@@ -67,9 +120,7 @@ def load_camera(size: int) -> tuple[Tensor, Tensor]:
     img = skimage.data.camera().astype(np.float32) / 255.0
     if size != img.shape[0]:
         img = skimage.transform.resize(img, (size, size), anti_aliasing=True).astype(np.float32)
-    lin = torch.linspace(-1.0, 1.0, size)
-    coords = torch.stack(torch.meshgrid(lin, lin, indexing="ij"), dim=-1).reshape(-1, 2)
-    return coords, torch.from_numpy(np.ascontiguousarray(img)).reshape(-1, 1)
+    return common.pixel_grid(size), torch.from_numpy(np.ascontiguousarray(img)).reshape(-1, 1)
 
 
 def mse_psnr(model: torch.nn.Module, coords: Tensor, pixels: Tensor) -> float:
@@ -82,7 +133,7 @@ def run_lockstep(
     seed: int,
     train: tuple[Tensor, Tensor],
     evals: dict[str, tuple[Tensor, Tensor]],
-    args: argparse.Namespace,
+    args: IntImageConfig,
 ) -> list[dict[str, Any]]:
     """Train one SIREN per (method, lr) in ``specs`` from the same seed, advanced in lockstep.
 
@@ -158,7 +209,7 @@ def run_lockstep(
     return outs
 
 
-def tune_lrs(coords: Tensor, pixels: Tensor, args: argparse.Namespace, log: Any) -> dict[str, Any]:
+def tune_lrs(coords: Tensor, pixels: Tensor, args: IntImageConfig, log: Any) -> dict[str, Any]:
     """Per-method lr from the grid, by final PSNR on held-out pixels (90/10 split, tuning seed)."""
     n = coords.shape[0]
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(args.tune_seed))
@@ -187,11 +238,11 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "seed": b["seed"],
             "target_psnr": target,
             "baseline_time": b["train_time"],
-            "baseline_plateau_gain_db": plateau_gain(b["eval_steps"], b["psnr_full"], 0.2),
+            "baseline_plateau_gain_db": common.plateau_gain(b["eval_steps"], b["psnr_full"], 0.2),
         }
         for m in ("int", "random"):
             r = runs[m][i]
-            t = time_to_target(r["eval_time"], r["psnr_full"], target)
+            t = common.time_to_target(r["eval_time"], r["psnr_full"], target)
             row[f"{m}_time_to_target"] = t
             row[f"{m}_time_ratio"] = t / b["train_time"] if t is not None else None
             # Load-independent view: steps and points trained (forward + backward) / scored up to the target.
@@ -233,58 +284,9 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    p.add_argument("--quick", action="store_true", help="~2 min smoke run (smaller image, network and run)")
-    p.add_argument(
-        "--size", type=int, default=None, help="image side after downscaling camera() (default 128; quick 48)"
-    )
-    p.add_argument("--width", type=int, default=None, help="SIREN hidden width (default 64; quick 32)")
-    p.add_argument("--depth", type=int, default=3, help="SIREN hidden layers")
-    p.add_argument("--w0", type=float, default=30.0, help="SIREN frequency factor")
-    p.add_argument("--steps", type=int, default=None, help="training steps T (default 600; quick 200)")
-    p.add_argument(
-        "--lr-schedule", choices=["cosine", "constant"], default="cosine", help="Adam lr schedule (every method)"
-    )
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="paired seeds")
-    p.add_argument("--tune-seed", type=int, default=1000, help="seed of the lr-tuning runs and the val split")
-    p.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3], help="Adam lr grid (every method)")
-    p.add_argument("--r0", type=float, default=0.2, help="INT starting ratio")
-    p.add_argument("--ratio", choices=list(RATIO_KINDS), default="step", help="INT ratio schedule (paper: step)")
-    p.add_argument(
-        "--interval",
-        choices=list(INTERVAL_KINDS),
-        default="incremental",
-        help="INT interval schedule (paper: incremental)",
-    )
-    p.add_argument("--max-interval", type=int, default=None, help="INT max interval (default min(90, T // 50))")
-    p.add_argument("--num-evals", type=int, default=50, help="number of evaluations along training")
-    p.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1: far steadier clocks on a shared machine; 0 = torch's)"
-    )
-    p.add_argument("--out", type=str, default=None, help="results file stem (default int_image[_quick])")
-    p.add_argument(
-        "--results-dir", type=Path, default=None, help="folder of the results JSON (default benchmarks/results/)"
-    )
-    return p
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = build_parser().parse_args(argv)
-    q = args.quick
-    args.size = args.size or (48 if q else 128)
-    args.width = args.width or (32 if q else 64)
-    args.steps = args.steps or (200 if q else 600)
-    args.max_interval = args.max_interval or max(1, min(90, args.steps // 50))
-    args.out = args.out or ("int_image_quick" if q else "int_image")
-    if len(args.lrs) < 3 and not q:
-        raise ValueError(f"--lrs: the protocol needs a grid of at least 3 values, got {args.lrs}")
-    if len(args.seeds) < 3 and not q:
-        raise ValueError(f"--seeds: the protocol needs at least 3 paired seeds, got {args.seeds}")
-    if args.tune_seed in args.seeds:
-        raise ValueError(f"--tune-seed {args.tune_seed} must differ from the evaluation --seeds {args.seeds}")
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse ``argv`` (default: the command line), run the benchmark, write the JSON; returns its payload."""
+    args = tyro.cli(IntImageConfig, args=argv).resolved()
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -387,23 +389,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{fmt_pm(r_st['mean'], r_st['std'])} dB ({verdict(r_st['mean'], r_st['std'], True, what='INT')}); "
         f"baseline plateau {'yes' if plateau_ok else 'NO'}; shared machine."
     )
-    payload = {
-        "benchmark": "int_image",
-        "command": command_line(),
-        "config": vars(args),
-        "environment": environment_info(),
+    results = {
         "tuning": tuning,
         "runs": runs,
         "summary": summary,
         "baseline_at_plateau": plateau_ok,
-        "summary_line": summary_line,
-        "not_resolvable_label": NOT_RESOLVABLE,
-        "benchmark_wall_seconds": time.perf_counter() - start,
+        "not_resolvable_label": common.NOT_RESOLVABLE,
     }
-    path = write_results(args.out, payload, args.results_dir)
-    log(f"results: {path}")
-    log(summary_line)
-    return payload
+    return finish(
+        "int_image", args, results, summary_line, out=args.out, results_dir=args.results_dir, start=start, log=log
+    )
 
 
 if __name__ == "__main__":

@@ -12,48 +12,88 @@ forwards), and the time / cost to reach the vanilla arm's final PSNR (linear int
 Target (issue 4): INT reaches vanilla's final PSNR in <= 0.7x vanilla's time, final PSNR within 0.2 dB. The vanilla
 curve's gain over its last 20% of steps says whether its final PSNR is a plateau (< 0.1 dB, benchmarks.md).
 
-Run from the repository root: ``python benchmarks/int_nerf.py`` (< 15 min on 2 cores) or ``--quick`` (a smoke run,
+Run from the repository root: ``python -m benchmarks.int_nerf`` (< 15 min on 2 cores) or ``--quick`` (a smoke run,
 written to ``int_nerf_quick.json``). Arms run one after the other, so on a shared machine their clocks see
 different loads: compare the cost column too.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import math
 import statistics
-import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List
-
-if __package__ in (None, ""):  # run as a file: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from typing import Any, Dict, List, Literal, Sequence
 
 import torch
+import tyro
 
-from benchmarks.common import (
-    command_line,
-    environment_info,
-    fmt_pm,
-    markdown_table,
-    paired_stats,
-    plateau_gain,
-    time_to_target,
-    verdict,
-    write_results,
-)
+from benchmarks.common import finish, fmt_pm, markdown_table, paired_stats, plateau_gain, time_to_target, verdict
 from benchmarks.nerf_common import MIC, MIC_100PX, train_arm
 from nerf_inr_methods.core.int_selection import IntSchedule
 from nerf_inr_methods.nerfstudio_plugin.runs import prepare_config
 
+ArmName = Literal["vanilla", "int", "random"]
 ARMS = ("vanilla", "int", "random")
 TRAIN_COST = 3
 """A trained ray costs ~3 no-grad forwards of one ray (forward + backward); a scored ray costs 1."""
 
 
-def arm_config(arm: str, seed: int, output_dir: Path, args: argparse.Namespace):
+@dataclass
+class IntNerfConfig:
+    """INT on NeRF: vanilla NeRF vs int-nerf (and optionally INT's random-subset control) on Blender mic at 100 px."""
+
+    quick: bool = False
+    """Smoke run: 40 steps, 2 views."""
+    data: Path = MIC
+    """Blender scene folder."""
+    steps: int | None = None
+    """Training steps T per arm (default 1500; quick 40)."""
+    eval_every: int | None = None
+    """Evaluation period in steps (default T/10; quick T/4)."""
+    view_every: int | None = None
+    """Use every n-th test view (default 100; quick 200)."""
+    seeds: List[int] = field(default_factory=lambda: [0])
+    """Seeds (each arm shares each seed)."""
+    arms: List[ArmName] = field(default_factory=lambda: ["vanilla", "int"])
+    """Arms to train (vanilla is required: its final PSNR is the target)."""
+    r0: float = 0.2
+    """INT starting ratio (ratio 'step' schedule)."""
+    max_interval: int = 10
+    """INT max pool-refresh interval ('incremental')."""
+    pool_batches: int = 1
+    """INT candidate pool size in 256-ray batches."""
+    threads: int = 1
+    """torch threads (1: steadier clocks on a shared machine; 0 = torch's)."""
+    out: str | None = None
+    """Results file stem (default int_nerf[_quick])."""
+    results_dir: Path | None = None
+    """Folder of the results JSON (default benchmarks/results/)."""
+
+    def resolved(self) -> IntNerfConfig:
+        """A copy with the defaults of the full or quick run filled in and the inputs checked."""
+        q = self.quick
+        steps = self.steps or (40 if q else 1500)
+        c = dataclasses.replace(
+            self,
+            seeds=list(self.seeds),
+            arms=list(self.arms),
+            steps=steps,
+            eval_every=self.eval_every or max(1, steps // (4 if q else 10)),
+            view_every=self.view_every or (200 if q else 100),
+            out=self.out or ("int_nerf_quick" if q else "int_nerf"),
+        )
+        if "vanilla" not in c.arms:
+            raise ValueError(f"--arms must include vanilla (its final PSNR is the target), got {c.arms}")
+        if not c.data.is_dir():
+            raise FileNotFoundError(f"--data {c.data} is not a directory (expected a Blender scene such as mic)")
+        return c
+
+
+def arm_config(arm: str, seed: int, output_dir: Path, args: IntNerfConfig):
     """TrainerConfig of one arm: inr-nerf (INT off) for vanilla, int-nerf for int / random, CPU preset, mic 100 px."""
     overrides: Dict[str, Any] = dict(MIC_100PX)
     if arm != "vanilla":
@@ -88,7 +128,7 @@ def rays_scored_by_step(config, steps: List[int]) -> List[int]:
     return [pool * sum(1 for r in refreshes if r < s) for s in steps]
 
 
-def run_arm(arm: str, seed: int, args: argparse.Namespace, log) -> Dict[str, Any]:
+def run_arm(arm: str, seed: int, args: IntNerfConfig, log) -> Dict[str, Any]:
     """Train one arm and return its curve: step, train_seconds, rays (trained), scored, cost, psnr."""
     with tempfile.TemporaryDirectory(prefix=f"int_nerf_{arm}_") as tmp:
         config = arm_config(arm, seed, Path(tmp), args)
@@ -143,41 +183,9 @@ def _interp(x: float, xs: List[float], ys: List[float]) -> float:
     return ys[-1]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    p.add_argument("--quick", action="store_true", help="smoke run: 40 steps, 2 views")
-    p.add_argument("--data", type=Path, default=MIC, help="Blender scene folder")
-    p.add_argument("--steps", type=int, default=None, help="training steps T per arm (default 1500; quick 40)")
-    p.add_argument("--eval-every", type=int, default=None, help="evaluation period in steps (default T/10)")
-    p.add_argument("--view-every", type=int, default=None, help="use every n-th test view (default 100; quick 200)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (each arm shares each seed)")
-    p.add_argument("--arms", nargs="+", choices=ARMS, default=["vanilla", "int"], help="arms to train")
-    p.add_argument("--r0", type=float, default=0.2, help="INT starting ratio (ratio 'step' schedule)")
-    p.add_argument("--max-interval", type=int, default=10, help="INT max pool-refresh interval ('incremental')")
-    p.add_argument("--pool-batches", type=int, default=1, help="INT candidate pool size in 256-ray batches")
-    p.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1: steadier clocks on a shared machine; 0 = torch's)"
-    )
-    p.add_argument("--out", type=str, default=None, help="results file stem (default int_nerf[_quick])")
-    p.add_argument(
-        "--results-dir", type=Path, default=None, help="folder of the results JSON (default benchmarks/results/)"
-    )
-    return p
-
-
-def main(argv: List[str] | None = None) -> Dict[str, Any]:
-    args = build_parser().parse_args(argv)
-    q = args.quick
-    args.steps = args.steps or (40 if q else 1500)
-    args.eval_every = args.eval_every or max(1, args.steps // (4 if q else 10))
-    args.view_every = args.view_every or (200 if q else 100)
-    args.out = args.out or ("int_nerf_quick" if q else "int_nerf")
-    if "vanilla" not in args.arms:
-        raise ValueError(f"--arms must include vanilla (its final PSNR is the target), got {args.arms}")
-    if not args.data.is_dir():
-        raise FileNotFoundError(f"--data {args.data} is not a directory (expected a Blender scene such as mic)")
+def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
+    """Parse ``argv`` (default: the command line), run the benchmark, write the JSON; returns its payload."""
+    args = tyro.cli(IntNerfConfig, args=argv).resolved()
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -264,21 +272,10 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
         + "; ".join(parts)
         + f"; vanilla {'at' if plateau else 'NOT at'} plateau; shared machine, arms run sequentially."
     )
-    payload = {
-        "benchmark": "int_nerf",
-        "command": command_line(),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "environment": environment_info(),
-        "runs": runs,
-        "summary": summary,
-        "summary_line": summary_line,
-        "benchmark_wall_seconds": time.perf_counter() - start,
-    }
-    path = write_results(args.out, payload, args.results_dir)
-    log("")
-    log(summary_line)
-    log(f"(raw numbers: {path}; benchmark wall-clock {payload['benchmark_wall_seconds']:.0f} s)")
-    return payload
+    results = {"runs": runs, "summary": summary}
+    return finish(
+        "int_nerf", args, results, summary_line, out=args.out, results_dir=args.results_dir, start=start, log=log
+    )
 
 
 if __name__ == "__main__":

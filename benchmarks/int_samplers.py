@@ -44,18 +44,8 @@ import torch
 import tyro
 from torch import Tensor
 
-from benchmarks.common import (
-    command_line,
-    environment_info,
-    fmt_pm,
-    markdown_table,
-    mean_std,
-    paired_stats,
-    plateau_gain,
-    time_to_target,
-    verdict,
-    write_results,
-)
+from benchmarks import common
+from benchmarks.common import finish, fmt_pm, markdown_table, mean_std, paired_stats, verdict
 from benchmarks.int_image import load_camera
 from nerf_inr_methods.coordfit import FitHistory, fit_iter, predict, psnr_from_mse
 from nerf_inr_methods.core.int_sampler import IntSampler, IntSamplerConfig, grid_cells
@@ -252,7 +242,9 @@ def summarize(runs: List[Dict[str, Any]], cfg: SamplersConfig) -> Dict[str, Any]
     seeds = list(cfg.seeds)
     per_arm: Dict[str, Any] = {}
     baseline_gain = [
-        plateau_gain([p["step"] for p in by["uniform", s]["curve"]], [p["psnr"] for p in by["uniform", s]["curve"]])
+        common.plateau_gain(
+            [p["step"] for p in by["uniform", s]["curve"]], [p["psnr"] for p in by["uniform", s]["curve"]]
+        )
         for s in seeds
     ]
     for arm in cfg.arms:
@@ -263,10 +255,10 @@ def summarize(runs: List[Dict[str, Any]], cfg: SamplersConfig) -> Dict[str, Any]
             base, run = by["uniform", s], by[arm, s]
             target = base["final_psnr"]
             psnr = [p["psnr"] for p in run["curve"]]
-            t = time_to_target([p["train_seconds"] for p in run["curve"]], psnr, target)
-            u = time_to_target([p["train_cpu_seconds"] for p in run["curve"]], psnr, target)
+            t = common.time_to_target([p["train_seconds"] for p in run["curve"]], psnr, target)
+            u = common.time_to_target([p["train_cpu_seconds"] for p in run["curve"]], psnr, target)
             cost = [3 * p["points_trained"] + p["points_scored"] for p in run["curve"]]
-            c = time_to_target(cost, psnr, target)
+            c = common.time_to_target(cost, psnr, target)
             ratios.append(None if t is None else t / base["train_seconds"])
             cpu_ratios.append(None if u is None else u / base["train_cpu_seconds"])
             cost_ratios.append(None if c is None else c / (3 * base["points_trained"]))
@@ -399,23 +391,10 @@ def main(cfg: SamplersConfig) -> Dict[str, Any]:
         f"SUMMARY int_samplers (camera {cfg.size} px, SIREN {cfg.depth}x{cfg.width}, T={cfg.steps}, "
         f"{len(cfg.seeds)} seeds): {text}; shared machine, arms in lockstep."
     )
-    payload = {
-        "benchmark": "int_samplers",
-        "command": command_line(),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
-        "environment": environment_info(),
-        "runs": runs,
-        "summary": summary,
-        "best_sampler": best,
-        "target_met": met,
-        "summary_line": summary_line,
-        "benchmark_wall_seconds": time.perf_counter() - start,
-    }
-    path = write_results(str(cfg.out), payload, cfg.results_dir)
-    log("")
-    log(summary_line)
-    log(f"(raw numbers: {path}; benchmark wall-clock {payload['benchmark_wall_seconds']:.0f} s)")
-    return payload
+    results = {"runs": runs, "summary": summary, "best_sampler": best, "target_met": met}
+    return finish(
+        "int_samplers", cfg, results, summary_line, out=str(cfg.out), results_dir=cfg.results_dir, start=start, log=log
+    )
 
 
 if __name__ == "__main__":

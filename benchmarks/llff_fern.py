@@ -12,40 +12,49 @@ nerfstudio's positional encoding is ``sin(2 pi 2^k x)`` where NeRF's is ``sin(2^
 more detailed to it. ``--scene-scale 0.25`` (the parser's ``--scale-factor``) brings fern to Blender-like extents
 and measured +2.4 dB at 3000 steps (17.19 -> 19.55 dB, one seed; ``llff_fern.json`` vs ``llff_fern_scene025.json``).
 
-Run from the repository root: ``python benchmarks/llff_fern.py`` (about 6 min on 2 cores) or ``--quick``.
+Run from the repository root: ``python -m benchmarks.llff_fern`` (about 6 min on 2 cores) or ``--quick``.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, Sequence
 
-if __package__ in (None, ""):  # run as a file: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import tyro
 
-from benchmarks.common import RESULTS_DIR, command_line, environment_info, write_results  # noqa: E402
+from benchmarks.common import RESULTS_DIR, finish
 
 FERN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "llff" / "fern"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="smoke run: 10 steps")
-    p.add_argument("--data", type=Path, default=FERN, help="LLFF scene folder (poses_bounds.npy, images_8/)")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default 2000; quick 10)")
-    p.add_argument("--scale", type=float, default=0.5, help="image scale on top of images_8")
-    p.add_argument("--scene-scale", type=float, default=0.25, help="llff-data --scale-factor (see the docstring)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
-    p.add_argument("--output-dir", type=Path, default=None, help="run folder (default outputs/<out>)")
-    p.add_argument("--out", type=str, default=None, help="results file stem (default llff_fern[_quick])")
-    return p
+@dataclass
+class LlffFernConfig:
+    """Short CPU training of vanilla NeRF (inr-nerf, every switch off) on LLFF fern through the llff-data parser."""
+
+    quick: bool = False
+    """Smoke run: 10 steps."""
+    data: Path = FERN
+    """LLFF scene folder (poses_bounds.npy, images_8/)."""
+    steps: int | None = None
+    """Training steps (default 2000; quick 10)."""
+    scale: float = 0.5
+    """Image scale on top of images_8."""
+    scene_scale: float = 0.25
+    """llff-data --scale-factor (see the module docstring)."""
+    seed: int = 0
+    """Training seed."""
+    threads: int = 2
+    """torch threads."""
+    output_dir: Path | None = None
+    """Run folder (default outputs/<out>)."""
+    out: str | None = None
+    """Results file stem (default llff_fern[_quick])."""
 
 
-def main(argv: List[str] | None = None) -> Dict[str, Any]:
+def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
+    """Parse ``argv`` (default: the command line), train and evaluate fern, write the JSON; returns its payload."""
     import numpy as np
     import torch
     from PIL import Image
@@ -54,7 +63,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     from nerf_inr_methods.nerfstudio_plugin.llff_dataparser import LLFFDataParserConfig
     from nerf_inr_methods.nerfstudio_plugin.runs import prepare_config, train
 
-    args = build_parser().parse_args(argv)
+    args = tyro.cli(LlffFernConfig, args=argv)
     args.steps = args.steps or (10 if args.quick else 2000)
     name = args.out or ("llff_fern_quick" if args.quick else "llff_fern")
     root = Path(__file__).resolve().parents[1]
@@ -93,23 +102,15 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
         f"{evaluation.metrics.get('ssim', float('nan')):.3f}; training {train_wall:.0f} s wall; "
         f"ground truth | rendering of view {indices[0]}: {image_path.name}"
     )
-    payload = {
-        "benchmark": "llff_fern",
-        "command": command_line(),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "environment": environment_info(),
+    results = {
         "run": str(config_path),
         "views": indices,
         "metrics": evaluation.metrics,
         "per_view": evaluation.per_view,
         "train_wall_seconds": train_wall,
         "image": str(image_path),
-        "summary_line": summary_line,
     }
-    path = write_results(name, payload)
-    print(summary_line)
-    print(f"(raw numbers: {path})")
-    return payload
+    return finish("llff_fern", args, results, summary_line, out=name)
 
 
 if __name__ == "__main__":

@@ -26,36 +26,25 @@ same views ``inr-compare`` evaluates at the end; the PSNR-vs-time curves and "ti
 come from those evaluations. With ``--jobs 2`` two runs train at once (1 torch thread each), in seed order, so
 paired arms see similar load.
 
-Run from the repository root: ``python benchmarks/nerf_all.py`` (about 40 min on 2 cores) or ``--quick``.
+Run from the repository root: ``python -m benchmarks.nerf_all`` (about 40 min on 2 cores) or ``--quick``.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import shutil
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Sequence, Tuple
 
-if __package__ in (None, ""):  # run as a file: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import tyro
 
-from benchmarks.common import (  # noqa: E402
-    RESULTS_DIR,
-    command_line,
-    environment_info,
-    fmt_pm,
-    mean_std,
-    paired_stats,
-    time_to_target,
-    verdict,
-    write_results,
-)
-from benchmarks.nerf_common import MIC, MIC_100PX  # noqa: E402
+from benchmarks import common
+from benchmarks.common import RESULTS_DIR, fmt_pm, mean_std, paired_stats, time_to_target, verdict
+from benchmarks.nerf_common import MIC, MIC_100PX
 
 IGA_END = 6
 RELU_LR = 1e-3
@@ -77,9 +66,11 @@ ARMS: Dict[str, Tuple[str, Dict[str, Any]]] = {
 """arm -> (registered method, config overrides). Runs keep the registered method name (``ns-eval`` needs it);
 inr-compare labels each group by its method and the settings that differ from the method's other runs."""
 DEFAULT_ARMS = ("vanilla", "int", "iga", "gauss", "int+iga", "all")
+ArmName = Literal["all", "gauss", "gauss+iga", "gauss+int", "gauss-adam", "iga", "int", "int+iga", "vanilla"]
+"""The keys of :data:`ARMS` (the --arms choices)."""
 
 
-def arm_config(arm: str, seed: int, args: argparse.Namespace):
+def arm_config(arm: str, seed: int, args: NerfAllConfig):
     """The TrainerConfig of one arm and seed: CPU preset, mic at 100 px, logged evaluations on the fixed views."""
     from nerf_inr_methods.nerfstudio_plugin.runs import prepare_config
 
@@ -219,33 +210,39 @@ def combination_notes(stats: Dict[str, Any], per_seed: Dict[int, Dict[str, Any]]
     return notes
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    p.add_argument("--quick", action="store_true", help="smoke run: 12 steps, 1 seed, 1 view")
-    p.add_argument("--data", type=Path, default=MIC, help="Blender scene folder")
-    p.add_argument(
-        "--arms", nargs="+", choices=sorted(ARMS), default=list(DEFAULT_ARMS), help="arms (vanilla required)"
-    )
-    p.add_argument("--steps", type=int, default=None, help="training steps per run (default 1000; quick 12)")
-    p.add_argument("--eval-every", type=int, default=None, help="logged evaluation period (default 250; quick 6)")
-    p.add_argument("--view-every", type=int, default=None, help="evaluate every n-th test view (default 20; quick 200)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="paired seeds (default 0 1 2; quick 0)")
-    p.add_argument("--jobs", type=int, default=2, help="runs trained at once (separate processes)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    p.add_argument(
-        "--output-dir", type=Path, default=None, help="run folders and comparison (default outputs/nerf_all)"
-    )
-    p.add_argument("--out", type=str, default=None, help="results file stem (default nerf_all[_quick])")
-    p.add_argument(
-        "--reuse-runs", action="store_true", help="keep finished runs in --output-dir (same settings) and only compare"
-    )
-    return p
+@dataclass
+class NerfAllConfig:
+    """Every method on Blender mic at 100 px (CPU preset) in one command, with inr-compare's report."""
+
+    quick: bool = False
+    """Smoke run: 12 steps, 1 seed, 1 view."""
+    data: Path = MIC
+    """Blender scene folder."""
+    arms: List[ArmName] = field(default_factory=lambda: list(DEFAULT_ARMS))
+    """Arms (vanilla required)."""
+    steps: int | None = None
+    """Training steps per run (default 1000; quick 12)."""
+    eval_every: int | None = None
+    """Logged evaluation period (default 250; quick 6)."""
+    view_every: int | None = None
+    """Evaluate every n-th test view (default 20; quick 200)."""
+    seeds: List[int] | None = None
+    """Paired seeds (default 0 1 2; quick 0)."""
+    jobs: int = 2
+    """Runs trained at once (separate processes)."""
+    threads: int = 1
+    """torch threads per run."""
+    output_dir: Path | None = None
+    """Run folders and comparison (default outputs/nerf_all)."""
+    out: str | None = None
+    """Results file stem (default nerf_all[_quick])."""
+    reuse_runs: bool = False
+    """Keep finished runs in --output-dir (same settings) and only compare."""
 
 
-def main(argv: List[str] | None = None) -> Dict[str, Any]:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
+    """Parse ``argv`` (default: the command line), train every arm, compare, write the JSON; returns its payload."""
+    args = tyro.cli(NerfAllConfig, args=argv)
     q = args.quick
     args.steps = args.steps or (12 if q else 1000)
     args.eval_every = args.eval_every or (6 if q else 250)
@@ -328,10 +325,10 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     )
     payload = {
         "benchmark": "nerf_all",
-        "command": command_line(),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "command": common.command_line(),
+        "config": common.config_dict(args),
         "learning_rates": {"relu_pe_radam": RELU_LR, "gauss_esgd": ESGD_LR, "gauss_adam": ADAM_LR},
-        "environment": environment_info(),
+        "environment": common.environment_info(),
         "analysis": analysis,
         "combinations": combos,
         "comparison": report,
@@ -340,7 +337,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
         "benchmark_wall_seconds": time.perf_counter() - start,
         "summary_line": summary_line,
     }
-    path = write_results(args.out, payload)
+    path = common.write_results(args.out, payload)
     for name in ("comparison.md", "psnr_vs_time.png", "test_view.png"):
         shutil.copyfile(compare_dir / name, RESULTS_DIR / f"{args.out}_{name}")
     print("")

@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -39,18 +40,9 @@ from typing import Any, Dict, List, Literal, Sequence, Tuple
 import numpy as np
 import tyro
 
-from benchmarks.common import (
-    RESULTS_DIR,
-    command_line,
-    environment_info,
-    fmt_pm,
-    markdown_table,
-    mean_std,
-    paired_stats,
-    plateau_gain,
-    time_to_target,
-    verdict,
-)
+from benchmarks.common import RESULTS_DIR
+from nerf_inr_methods import reporting
+from nerf_inr_methods.reporting import fmt_pm, mean_std, plateau_gain, time_to_target
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -76,11 +68,18 @@ SCENES: Dict[str, Dict[str, Any]] = {
 }
 """scene -> data folder, dataparser, config overrides, and the stride of the fixed evaluation views."""
 
-SCHEDULE: Dict[str, Any] = {"steps": 15000, "lr_final_ratio": 0.01, "rays": 256}
-"""The shared plateau schedule (chosen by the pilots in the README): steps, exponential lr decay to
-``lr * lr_final_ratio`` over the run (nerfstudio's ExponentialDecayScheduler), rays per step."""
+SCHEDULE: Dict[str, Any] = {"steps": 18750, "hold": 0.48, "decay_end": 0.8, "lr_final_ratio": 0.1, "rays": 256}
+"""The shared plateau schedule (chosen by the pilots in the README): steps; constant lr for the first ``hold``
+fraction of them (9000 steps), then exponential decay to ``lr * lr_final_ratio`` at the ``decay_end`` fraction
+(15000 steps), then constant ``lr * lr_final_ratio`` for the last 20%, where the plateau rule is checked
+(nerfstudio's ExponentialDecayScheduler, its warm-up held at the lr); rays per step. Decaying from step 0 slows
+the climb (pilots: -2.4 and -4.4 dB at 8000 steps against constant lr), constant lr stalls at ~30 dB, and a decay
+that ends at the last step still climbs over the last 20% (+0.8 dB on mic)."""
 
 _INT = {"pipeline.int_enabled": True}
+_RECIPE = "optimizer_presets.esgd.optimizer.recipe"
+_FULL_BATCH_FROM_4 = {"pipeline.int_ratio_kind": "constant", "pipeline.int_r0": 1.0, "pipeline.int_pool_batches": 4}
+"""Soft mining's set-up: every step trains a full batch of B rays, drawn by error from a pool of 4 B candidates."""
 _IGA = {"pipeline.model.iga": True, "pipeline.model.iga_end": 6}  # 25 of 1024 rays, scaled to 256 -> 6
 
 
@@ -103,8 +102,15 @@ ARMS: Dict[str, Arm] = {
     "int": Arm("int-nerf"),
     "int-random": Arm("int-nerf", {"pipeline.int_random_subset": True}),
     "int+iga": Arm("inr-nerf", {**_INT, **_IGA}),
+    "int-soft": Arm("inr-nerf", {**_INT, **_FULL_BATCH_FROM_4, "pipeline.int_sampler": "soft"}),
+    "int-error-map": Arm("inr-nerf", {**_INT, **_FULL_BATCH_FROM_4, "pipeline.int_sampler": "error-map"}),
+    "int-two-forward": Arm(
+        "inr-nerf",
+        {**_INT, "pipeline.int_sampler": "two-forward", "pipeline.int_ratio_kind": "constant", "pipeline.int_r0": 0.5},
+    ),
     "gauss-adam": Arm("gauss-nerf", {"optimizer": "adam"}, "adam", (1.5e-3, 4.5e-3, 1.35e-2), 4.5e-3),
-    "gauss-esgd": Arm("gauss-nerf", {}, "esgd", (1.0 / 9, 1.0 / 3, 1.0), 1.0 / 3),
+    "gauss-esgd": Arm("gauss-nerf", {_RECIPE: "official"}, "esgd", (1.0 / 9, 1.0 / 3, 1.0), 1.0 / 3),
+    "gauss-esgd-robust": Arm("gauss-nerf", {_RECIPE: "robust"}, "esgd", (3.0, 10.0, 30.0), 10.0),
 }
 """arm -> how to train it. New arms are named with these prefixes (e.g. ``int-soft``, ``gauss-esgd-robust``)."""
 
@@ -123,8 +129,12 @@ class PlateauConfig:
     """Paired seeds on mic; fern and the synthetic scene use the first seed only."""
     steps: int = SCHEDULE["steps"]
     """Training steps per run (the shared plateau schedule)."""
+    hold: float = SCHEDULE["hold"]
+    """Fraction of the steps at constant lr before the decay starts."""
+    decay_end: float = SCHEDULE["decay_end"]
+    """Fraction of the steps at which the decay reaches lr * lr_final_ratio (constant from there on)."""
     lr_final_ratio: float = SCHEDULE["lr_final_ratio"]
-    """Exponential lr decay over the run to lr * this (1 = constant lr)."""
+    """Exponential lr decay to lr * this at the last step (1 = constant lr)."""
     rays: int = SCHEDULE["rays"]
     """Rays per training step (the datamanager's batch)."""
     eval_every: int = 1000
@@ -143,6 +153,9 @@ class PlateauConfig:
     """Results JSON (every run's raw curve)."""
     synthetic_data: Path = SCENES["synthetic"]["data"]
     """Folder of the generated synthetic scene (made by data_scripts/make_synthetic_scene.py when absent)."""
+    meshes: bool = True
+    """report: inr-mesh with its default settings on every finished run, and the meshes of vanilla and the best
+    arm drawn beside the ground-truth views."""
     quick: bool = False
     """Smoke run: synthetic scene, 200 steps, 2 arms, writing below output_dir only."""
 
@@ -172,6 +185,10 @@ class RunSpec:
     lr_final_ratio: float
     rays: int
     eval_every: int
+    hold: float = 0.0
+    """Fraction of the steps at constant lr before the exponential decay (0: decay from the first step)."""
+    decay_end: float = 1.0
+    """Fraction of the steps at which the decay ends (1: at the last step)."""
     split: str = "test"
     """Split of the logged evaluations (val for tuning runs)."""
     stop: int | None = None
@@ -183,8 +200,10 @@ class RunSpec:
     def name(self) -> str:
         kind = "tune-" if self.split == "val" else ""
         stop = f"-stop{self.stop}" if self.stop else ""
+        hold = f"-hold{self.hold:g}" if self.hold else ""
+        hold += f"-end{self.decay_end:g}" if self.decay_end != 1.0 else ""
         return (
-            f"{kind}{self.arm}-lr{self.lr:.3g}-seed{self.seed}-T{self.steps}-decay{self.lr_final_ratio:g}"
+            f"{kind}{self.arm}-lr{self.lr:.3g}-seed{self.seed}-T{self.steps}{hold}-decay{self.lr_final_ratio:g}"
             f"-rays{self.rays}{stop}"
         )
 
@@ -196,6 +215,10 @@ class RunSpec:
         fields = dataclasses.asdict(self)
         if not fields["data"]:  # the scene's default folder (machines differ in where it lives)
             del fields["data"]
+        if not fields["hold"]:  # keys of runs made before the hold existed
+            del fields["hold"]
+        if fields["decay_end"] == 1.0:  # ... and before the decay could end early
+            del fields["decay_end"]
         text = json.dumps(fields, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
@@ -225,19 +248,17 @@ def trainer_config(spec: RunSpec, run_dir: Path):
     assert config.get_base_dir() == run_dir, (config.get_base_dir(), run_dir)
     config.steps_per_save = spec.eval_every
     config.save_only_latest_checkpoint = True
-    final_lr = lambda lr: lr * spec.lr_final_ratio  # noqa: E731
+    hold_steps, decay_steps = int(round(spec.hold * spec.steps)), int(round(spec.decay_end * spec.steps))
+    schedule = dict(lr_final=spec.lr * spec.lr_final_ratio, max_steps=decay_steps, warmup_steps=hold_steps)
     if arm.optimizer == "configured":
         config.optimizers["fields"]["optimizer"].lr = spec.lr
         config.optimizers["fields"]["scheduler"] = (
-            ExponentialDecaySchedulerConfig(lr_final=final_lr(spec.lr), max_steps=spec.steps)
-            if spec.lr_final_ratio != 1.0
-            else None
+            ExponentialDecaySchedulerConfig(lr_pre_warmup=spec.lr, **schedule) if spec.lr_final_ratio != 1.0 else None
         )
     else:
         preset = config.optimizer_presets[arm.optimizer]
         preset["optimizer"].lr = spec.lr
-        preset["scheduler"].lr_final = final_lr(spec.lr)
-        preset["scheduler"].max_steps = spec.steps
+        preset["scheduler"] = dataclasses.replace(preset["scheduler"], lr_pre_warmup=spec.lr, **schedule)
         if arm.optimizer == "esgd":
             preset["optimizer"].rademacher_seed = spec.seed
     return config
@@ -255,6 +276,35 @@ def load_record(spec: RunSpec, output_dir: Path) -> Dict[str, Any] | None:
         return None
     record = json.loads(path.read_text())
     return record if record.get("key") == spec.key() else None
+
+
+def prefix_spec(spec: RunSpec) -> RunSpec | None:
+    """The run whose whole schedule is the first ``decay_end * steps`` steps of ``spec``'s (decay ending at its
+    last step, same lr, hold steps and everything else), or None when ``spec``'s decay ends at its last step."""
+    if spec.decay_end >= 1.0:
+        return None
+    steps = int(round(spec.decay_end * spec.steps))
+    return dataclasses.replace(spec, steps=steps, hold=int(round(spec.hold * spec.steps)) / steps, decay_end=1.0)
+
+
+def adopt_prefix_run(spec: RunSpec, output_dir: Path) -> Dict[str, Any] | None:
+    """Start ``spec`` from the finished run of :func:`prefix_spec` (its curve and last checkpoint): the lr schedules
+    agree on every step of the prefix, so training on from its end is the run ``spec`` would have been (as a resume
+    is). The adopted segments keep their commits; the new record says where it came from."""
+    prefix = prefix_spec(spec)
+    old = load_record(prefix, output_dir) if prefix else None
+    if not old or not old.get("finished"):
+        return None
+    old_dir, new_dir = run_dir_of(prefix, output_dir), run_dir_of(spec, output_dir)
+    checkpoint = old_dir / "nerfstudio_models" / f"step-{prefix.steps - 1:09d}.ckpt"
+    if old["curve"][-1]["step"] != prefix.steps or not checkpoint.is_file():
+        return None
+    (new_dir / "nerfstudio_models").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(checkpoint, new_dir / "nerfstudio_models" / checkpoint.name)
+    record = {k: v for k, v in old.items() if not k.startswith("final") and k not in ("config", "mesh")}
+    record.update(dataclasses.asdict(spec), key=spec.key(), finished=False, adopted_from=prefix.name)
+    _write_json_atomic(new_dir / "run.json", record)
+    return record
 
 
 def _write_json_atomic(path: Path, payload: Dict[str, Any]) -> None:
@@ -277,7 +327,7 @@ def train_run(spec: RunSpec, output_dir: Path, threads: int = 1, until: int | No
 
     torch.set_num_threads(threads)
     run_dir = run_dir_of(spec, output_dir)
-    record = load_record(spec, output_dir)
+    record = load_record(spec, output_dir) or adopt_prefix_run(spec, output_dir)
     if record is not None and record.get("finished"):
         return record
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -429,6 +479,8 @@ def tune_specs(config: PlateauConfig) -> List[RunSpec]:
             lr=lr,
             steps=config.steps,
             lr_final_ratio=config.lr_final_ratio,
+            hold=config.hold,
+            decay_end=config.decay_end,
             rays=config.rays,
             eval_every=config.tune_steps // 2,
             split="val",
@@ -482,6 +534,8 @@ def plateau_specs(config: PlateauConfig) -> List[RunSpec]:
                         lr=lrs[arm]["lr"],
                         steps=config.steps,
                         lr_final_ratio=config.lr_final_ratio,
+                        hold=config.hold,
+                        decay_end=config.decay_end,
                         rays=config.rays,
                         eval_every=config.eval_every,
                         data=scene_data(config, scene),
@@ -547,9 +601,9 @@ def analyse(records: List[Dict[str, Any]], config: PlateauConfig) -> Dict[str, A
                 )
             entry: Dict[str, Any] = {"per_seed": rows}
             if arm != "vanilla":
-                diff = paired_stats([r["vanilla_final_psnr"] for r in rows], [r["final_psnr"] for r in rows])
+                diff = reporting.paired_stats([r["vanilla_final_psnr"] for r in rows], [r["final_psnr"] for r in rows])
                 if len(rows) >= 2:
-                    diff["verdict"] = verdict(diff["mean"], diff["std"], True, what=arm)
+                    diff["verdict"] = reporting.verdict(diff["mean"], diff["std"], True, what=arm)
                 else:
                     diff["verdict"] = "one seed: no verdict"
                 entry["final_psnr_minus_vanilla"] = diff
@@ -595,7 +649,7 @@ def report_table(analysis: Dict[str, Any]) -> str:
             "ms/step",
             "gain over last 20% (dB)",
         ]
-        lines.append(f"### {scene}\n\n" + markdown_table(headers, rows))
+        lines.append(f"### {scene}\n\n" + reporting.markdown_table(headers, rows))
     return "\n\n".join(lines)
 
 
@@ -659,15 +713,100 @@ def _view_indices(record: Dict[str, Any]) -> List[int]:
     return [i * every for i in range(len(record["final_psnr_per_view"]))]
 
 
+def mesh_run(record: Dict[str, Any]) -> Dict[str, Any]:
+    """``inr-mesh`` with its default settings on a finished run (model coordinates, ``mesh.ply`` in the run
+    folder); the outcome (faces, vertices, inside the scene box, or the error) is cached in ``mesh.json``."""
+    from nerf_inr_methods.nerfstudio_plugin.export_mesh import ExportMesh
+
+    run_dir = Path(record["config"]).parent
+    cache = run_dir / "mesh.json"
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        if cached.get("key") == record["key"]:
+            return cached
+    out: Dict[str, Any] = {"key": record["key"], "settings": "inr-mesh defaults (--coordinates model)"}
+    try:
+        path = ExportMesh(load_config=run_dir / "config.yml", output_path=run_dir / "mesh.ply", coordinates="model")
+        mesh_path = path.main()
+    except ValueError as error:
+        out.update(ok=False, error=str(error))
+    else:
+        import trimesh
+
+        mesh = trimesh.load(mesh_path, process=False, force="mesh")
+        out.update(
+            ok=len(mesh.faces) > 0,
+            path=str(mesh_path),
+            vertices=len(mesh.vertices),
+            faces=len(mesh.faces),
+            inside_scene_box=bool(np.all(np.abs(mesh.vertices) <= 1.5 + 1e-3)),
+        )
+    _write_json_atomic(cache, out)
+    return out
+
+
+def mesh_views(
+    records: List[Dict[str, Any]], meshes: Dict[str, Dict[str, Any]], path: Path, num_views: int = 3
+) -> bool:
+    """Ground-truth test views (top row) beside the meshes of ``records`` drawn from the same cameras (one row
+    per run), as ``inr-mesh`` extracted them with its defaults."""
+    import imageio.v3 as iio
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import trimesh
+    from nerfstudio.data.datasets.base_dataset import InputDataset
+
+    from nerf_inr_methods.demo import draw_mesh, spread_indices
+    from nerf_inr_methods.safe_io import load_run_config
+
+    runs = [r for r in records if meshes.get(r["key"], {}).get("ok")]
+    if not runs:
+        return False
+    config = load_run_config(Path(runs[0]["config"]))
+    datamanager = config.pipeline.datamanager
+    outputs = datamanager.dataparser.setup().get_dataparser_outputs(split="test")
+    cameras = InputDataset(outputs, scale_factor=datamanager.camera_res_scale_factor).cameras
+    views = [_view_indices(runs[0])[i] for i in spread_indices(num_views, len(_view_indices(runs[0])))]
+    render_dir = Path(runs[0]["config"]).parent / "renders"
+    fig, axes = plt.subplots(len(runs) + 1, len(views), figsize=(2.6 * len(views), 2.7 * (len(runs) + 1)))
+    for ax, view in zip(axes[0], views, strict=True):
+        ax.imshow(iio.imread(render_dir / f"test_{view:03d}_gt.png"))
+        ax.set_title(f"ground truth, test view {view}", fontsize=8)
+        ax.axis("off")
+    for row, record in zip(axes[1:], runs, strict=True):
+        mesh = trimesh.load(meshes[record["key"]]["path"], process=False, force="mesh")
+        vertices, faces = np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64)
+        colors = np.asarray(mesh.visual.vertex_colors, dtype=np.float64)[:, :3][faces].mean(axis=1) / 255.0
+        for ax, view in zip(row, views, strict=True):
+            draw_mesh(ax, vertices, faces, colors, cameras[view : view + 1], scale=2)
+            ax.set_title(f"{record['arm']} mesh ({len(faces)} faces)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def report(config: PlateauConfig) -> Dict[str, Any]:
     specs = plateau_specs(config)
-    records = [r for r in (load_record(s, config.output_dir) for s in specs) if r and r.get("finished")]
+    started = [r for r in (load_record(s, config.output_dir) for s in specs) if r]
+    records = [r for r in started if r.get("finished")]
     analysis = analyse(records, config)
     table = report_table(analysis)
     stem = config.results.with_suffix("")
     plot_curves(records, Path(f"{stem}_psnr_vs_time.png")) if records else None
     for scene in config.scenes:
         montage(records, scene, config.seeds[0], "test_000", Path(f"{stem}_{scene}_test_views.png"))
+    meshes = {r["key"]: mesh_run(r) for r in records} if config.meshes else {}
+    for record in records:
+        if record["key"] in meshes:
+            record["mesh"] = {k: v for k, v in meshes[record["key"]].items() if k != "key"}
+    for scene in config.scenes:
+        first = [r for r in records if r["scene"] == scene and r["seed"] == config.seeds[0]]
+        best = max((r for r in first if r["arm"] != "vanilla"), key=lambda r: r["final_psnr"], default=None)
+        shown = [r for r in first if r["arm"] == "vanilla"] + ([best] if best else [])
+        mesh_views(shown, meshes, Path(f"{stem}_{scene}_meshes.png"))
     vanilla = {scene: [r for r in records if r["scene"] == scene and r["arm"] == "vanilla"] for scene in config.scenes}
     summary = "; ".join(
         f"{scene} vanilla {fmt_pm(*mean_std([r['final_psnr'] for r in rs]))} dB "
@@ -678,12 +817,19 @@ def report(config: PlateauConfig) -> Dict[str, Any]:
     )
     payload = {
         "benchmark": "nerf_plateau",
-        "command": command_line(),
+        "command": reporting.command_line(),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()},
-        "environment": environment_info(),
-        "schedule": {"steps": config.steps, "lr_final_ratio": config.lr_final_ratio, "rays": config.rays},
+        "environment": reporting.environment_info(),
+        "schedule": {
+            "steps": config.steps,
+            "hold": config.hold,
+            "decay_end": config.decay_end,
+            "lr_final_ratio": config.lr_final_ratio,
+            "rays": config.rays,
+        },
         "tuning": tuned_lrs(config),
         "runs": records,
+        "unfinished_runs": [r for r in started if not r.get("finished")],
         "analysis": analysis,
         "table": table,
         "summary_line": f"SUMMARY nerf_plateau: {summary}",

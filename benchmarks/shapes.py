@@ -46,53 +46,41 @@ Protocol (../shared/docs/benchmarks.md; shape protocol from ../shared/docs/metho
   "not resolvable at this scale".
 
 Usage (from the repository root):
-    .venv/bin/python benchmarks/shapes.py             # with ablations: 36 min here (--no-controls: ~half)
-    .venv/bin/python benchmarks/shapes.py --quick     # ~2 min smoke version (bunny, 1 seed, no tuning)
-    .venv/bin/python benchmarks/shapes.py --target-run 600 --target-variant adam   # the 0.98-IoU check
-    .venv/bin/python benchmarks/shapes.py --from-json benchmarks/results/shapes.json   # re-make its tables
+    .venv/bin/python -m benchmarks.shapes             # with ablations: 36 min here (--no-controls: ~half)
+    .venv/bin/python -m benchmarks.shapes --quick     # ~2 min smoke version (bunny, 1 seed, no tuning)
+    .venv/bin/python -m benchmarks.shapes --target-run 600 --target-variant adam   # the 0.98-IoU check
+    .venv/bin/python -m benchmarks.shapes --from-json benchmarks/results/shapes.json   # re-make its tables
 Writes benchmarks/results/shapes.json (shapes_quick.json / shapes_target.json).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
-import sys
 import tempfile
 import time
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, List, Literal
 
 import numpy as np
+import tyro
 
-if __package__ in (None, ""):  # run as a file: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.common import (  # noqa: E402
-    NOT_RESOLVABLE,
-    command_line,
-    environment_info,
-    fmt_pm,
-    markdown_table,
-    paired_stats,
-    plateau_gain,
-    time_to_target,
-    verdict,
-    write_results,
-)
-from nerf_inr_methods.core.esgd import ESGDConfig  # noqa: E402
-from nerf_inr_methods.shapes.config import IgaOptions, IntOptions, ShapeFitConfig  # noqa: E402
-from nerf_inr_methods.shapes.data import NonWatertightMeshWarning  # noqa: E402
-from nerf_inr_methods.shapes.train import train_shape  # noqa: E402
+from benchmarks import common
+from benchmarks.common import fmt_pm, markdown_table, paired_stats, plateau_gain, time_to_target, verdict
+from nerf_inr_methods.core.esgd import ESGDConfig
+from nerf_inr_methods.shapes.config import IgaOptions, IntOptions, ShapeFitConfig
+from nerf_inr_methods.shapes.data import NonWatertightMeshWarning
+from nerf_inr_methods.shapes.train import train_shape
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MESH_DIR = REPO_ROOT.parent / "shared" / "data" / "meshes"
-MESHES = {"bunny": "stanford-bunny.obj", "dragon": "dragon.ply"}
-VARIANTS = ("adam", "int", "esgd", "iga")
+MeshName = Literal["bunny", "dragon"]
+MESHES: dict[MeshName, str] = {"bunny": "stanford-bunny.obj", "dragon": "dragon.ply"}
+VariantName = Literal["adam", "int", "esgd", "iga"]
+VARIANTS: tuple[VariantName, ...] = ("adam", "int", "esgd", "iga")
 CONTROLS = ("int-random", "iga-identity", "esgd-g2", "adam-gaussian")
 LR_GRIDS = {"adam": (3e-4, 1e-3, 3e-3), "esgd": (0.05, 0.15, 0.5)}
 CURVE_RES = 64
@@ -284,7 +272,7 @@ def summarize(mesh: str, runs: list[dict[str, Any]], variants: list[str]) -> tup
     return f"### {mesh}\n\n" + markdown_table(headers, rows), stats
 
 
-def points_text(args: argparse.Namespace, pool: int) -> str:
+def points_text(args: ShapesConfig, pool: int) -> str:
     """How the training points were drawn, for the protocol line."""
     if args.points == "full":
         return f"a fixed pool of {pool} points, full batch"
@@ -295,46 +283,67 @@ def _std(xs: list[float]) -> float:
     return statistics.stdev(xs) if len(xs) > 1 else math.nan
 
 
+@dataclass
+class ShapesConfig:
+    """Shape fitting on real meshes: Adam baseline vs +INT vs ESGD (Gaussian) vs +IGA, same seeds and time budget."""
+
+    quick: bool = False
+    """~2 min smoke version: bunny, 1 seed, no tuning."""
+    seeds: int = 3
+    """Paired seeds."""
+    budget: float = 20.0
+    """Training CPU seconds per run."""
+    tune_budget: float = 5.0
+    """Training CPU seconds per tuning run (0: no tuning)."""
+    meshes: List[MeshName] = field(default_factory=lambda: list(MESHES))
+    """Meshes to fit."""
+    width: int = 64
+    """Hidden width of every variant's MLP."""
+    depth: int = 3
+    """Hidden layers of every variant's MLP."""
+    pool: int = 262144
+    """Fixed pool of training points."""
+    points: Literal["pool", "full"] = "pool"
+    """Random --batch points a step, or the whole pool."""
+    batch: int = 8192
+    """Points per step with --points pool."""
+    w0: float = 60.0
+    """SIREN frequency factor (60 on the unit box = 30 on [-1, 1])."""
+    threads: int = 1
+    """torch intra-op threads."""
+    controls: bool = True
+    """Also run the ablations int-random, iga-identity, esgd-g2 and adam-gaussian (off with --quick)."""
+    target_run: float = 0.0
+    """Seconds: train --target-variant once per mesh."""
+    target_variant: VariantName = "adam"
+    """Variant of --target-run."""
+    target_width: int = 128
+    """MLP width of --target-run."""
+    target_pool: int = 262144
+    """Pool of --target-run."""
+    target_lr: float = 5e-4
+    """Learning rate of --target-run."""
+    target_lr_final: float = 0.01
+    """--target-run: the lr decays to this factor over the run."""
+    output_dir: Path | None = None
+    """Run folders (default: a temporary folder)."""
+    results_dir: Path | None = None
+    """Folder of the results JSON (default: benchmarks/results)."""
+    from_json: Path | None = None
+    """Re-make the tables and summary of a saved shapes.json (no training)."""
+
+    def resolved(self) -> ShapesConfig:
+        """A copy with the --quick settings in place (they override the flags they name)."""
+        if not self.meshes:
+            raise ValueError("--meshes: give at least one of " + ", ".join(MESHES))
+        if not self.quick:
+            return replace(self, meshes=list(self.meshes))
+        return replace(self, seeds=1, budget=8.0, tune_budget=0.0, meshes=["bunny"], controls=False)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="~2 min smoke version: bunny, 1 seed, no tuning")
-    ap.add_argument("--seeds", type=int, default=3, help="paired seeds")
-    ap.add_argument("--budget", type=float, default=20.0, help="training CPU seconds per run")
-    ap.add_argument("--tune-budget", type=float, default=5.0, help="training CPU seconds per tuning run (0: no tuning)")
-    ap.add_argument("--meshes", nargs="+", default=list(MESHES), choices=list(MESHES))
-    ap.add_argument("--width", type=int, default=64)
-    ap.add_argument("--depth", type=int, default=3)
-    ap.add_argument("--pool", type=int, default=262144, help="fixed pool of training points")
-    ap.add_argument(
-        "--points", choices=("pool", "full"), default="pool", help="random --batch points a step, or the whole pool"
-    )
-    ap.add_argument("--batch", type=int, default=8192, help="points per step with --points pool")
-    ap.add_argument(
-        "--w0", type=float, default=60.0, help="SIREN frequency factor (60 on the unit box = 30 on [-1, 1])"
-    )
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument(
-        "--controls",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also run the ablations int-random, iga-identity, esgd-g2 and adam-gaussian (off with --quick)",
-    )
-    ap.add_argument("--target-run", type=float, default=0.0, help="seconds: train --target-variant once per mesh")
-    ap.add_argument("--target-variant", default="adam", choices=list(VARIANTS))
-    ap.add_argument("--target-width", type=int, default=128)
-    ap.add_argument("--target-pool", type=int, default=262144)
-    ap.add_argument("--target-lr", type=float, default=5e-4)
-    ap.add_argument("--target-lr-final", type=float, default=0.01, help="lr decays to this factor over the run")
-    ap.add_argument("--output-dir", type=Path, default=None, help="run folders (default: a temporary folder)")
-    ap.add_argument(
-        "--from-json",
-        type=Path,
-        default=None,
-        help="re-make the tables and summary of a saved shapes.json (no training)",
-    )
-    args = ap.parse_args(argv)
-    if args.quick:
-        args.seeds, args.budget, args.tune_budget, args.meshes, args.controls = 1, 8.0, 0.0, ["bunny"], False
+    """Parse ``argv`` (default: the command line) and run the benchmark; returns the payload written."""
+    args = tyro.cli(ShapesConfig, args=argv, description=__doc__.split("\n")[0]).resolved()
     for name in args.meshes:
         if not (MESH_DIR / MESHES[name]).exists():
             raise FileNotFoundError(f"mesh {MESH_DIR / MESHES[name]} not found (../shared/data is needed)")
@@ -393,8 +402,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 )
 
     payload = {
-        "command": command_line(),
-        "environment": environment_info(),
+        "command": common.command_line(),
+        "environment": common.environment_info(),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "tuning": tuning,
         "lr": lrs,
@@ -408,7 +417,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return payload
 
 
-def report(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any]:
+def report(args: ShapesConfig, payload: dict[str, Any]) -> dict[str, Any]:
     """Tables, paired statistics and summary of the runs in ``payload``; prints them and writes the JSON.
 
     With ``--from-json`` the payload is a saved shapes.json: its own settings (meshes, budget, pool, ...) are used.
@@ -418,7 +427,7 @@ def report(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any]:
         for key in ("meshes", "budget", "seeds", "width", "depth", "pool", "points", "batch", "w0", "threads"):
             if key in saved:
                 setattr(args, key, saved[key])
-        payload["resummarized_by"] = command_line()
+        payload["resummarized_by"] = common.command_line()
     runs, lrs, tuning = payload["runs"], payload["lr"], payload["tuning"]
     variants = list(lrs)
     tables, stats = [], {}
@@ -449,16 +458,18 @@ def report(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any]:
         )
     line = "Summary: " + "; ".join(summary) + f"; total {elapsed / 60:.1f} min"
     print("\n" + line)
-    payload.update({"protocol": protocol, "stats": stats, "summary": line, "not_resolvable_text": NOT_RESOLVABLE})
+    payload.update(
+        {"protocol": protocol, "stats": stats, "summary": line, "not_resolvable_text": common.NOT_RESOLVABLE}
+    )
     if args.from_json is not None:  # back into the file it came from
-        path = write_results(args.from_json.stem, payload, args.from_json.parent)
+        path = common.write_results(args.from_json.stem, payload, args.from_json.parent)
     else:
-        path = write_results("shapes_quick" if args.quick else "shapes", payload)
+        path = common.write_results("shapes_quick" if args.quick else "shapes", payload, args.results_dir)
     print(f"wrote {path}")
     return payload
 
 
-def target_run(args: argparse.Namespace, base_for, t_start: float) -> dict[str, Any]:
+def target_run(args: ShapesConfig, base_for, t_start: float) -> dict[str, Any]:
     """Train one variant per mesh for ``--target-run`` seconds (the 0.98-IoU target), bigger net and pool."""
     results = {}
     for mesh in args.meshes:
@@ -486,13 +497,13 @@ def target_run(args: argparse.Namespace, base_for, t_start: float) -> dict[str, 
     print("\n" + line)
     payload = {
         "protocol": protocol,
-        "command": command_line(),
-        "environment": environment_info(),
+        "command": common.command_line(),
+        "environment": common.environment_info(),
         "runs": results,
         "summary": line,
         "elapsed_s": time.perf_counter() - t_start,
     }
-    print(f"wrote {write_results('shapes_target', payload)}")
+    print(f"wrote {common.write_results('shapes_target', payload, args.results_dir)}")
     return payload
 
 

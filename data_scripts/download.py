@@ -81,52 +81,46 @@ class Dataset:
     """For archives without scenes: member -> file name under the destination."""
 
 
+NERF_MEMBER_SHA256: Dict[str, str] = {
+    "nerf_synthetic/mic/transforms_train.json": "2e3dd0c6a1f9c34fe0cdad9f423c56eaa794c102789ff31058ae396e9f882403",
+    "nerf_synthetic/mic/transforms_val.json": "2112c3d2d44d1b202b47352e41d3963d18bf41adc9db45fee8fdd39c7adcaed0",
+    "nerf_synthetic/mic/transforms_test.json": "a5062cd47c357b02e9774f9ac724af36398d463df5bbe0e8474d7dd13310fe2e",
+    "nerf_llff_data/fern/poses_bounds.npy": "d2933dbdbec7791d4e9041570e5aff649bf934e99ee22d04d92044afe7d26270",
+}
+"""sha256 of the NeRF-release files whose originals are in the project's reference data."""
+
+
+def _nerf_release(root: str, drive_id: str, destination: str, scenes: Tuple[str, ...]) -> Dataset:
+    """A dataset of the original NeRF release: ``<root>.zip`` from its Google Drive folder (then the UCSD mirror),
+    one sub-folder per scene under ``<root>/``, its members of :data:`NERF_MEMBER_SHA256` checked."""
+    filename = f"{root}.zip"
+    return Dataset(
+        archives=(
+            Archive(
+                filename=filename,
+                urls=(GOOGLE_DRIVE.format(drive_id), UCSD_MIRROR.format(filename)),
+                manual=f"{NERF_DRIVE_FOLDER} (file {filename})",
+                member_sha256={k: v for k, v in NERF_MEMBER_SHA256.items() if k.startswith(f"{root}/")},
+            ),
+        ),
+        root_in_archive=root,
+        destination=destination,
+        scenes=scenes,
+    )
+
+
 DATASETS: Dict[str, Dataset] = {
-    "blender": Dataset(
-        archives=(
-            Archive(
-                filename="nerf_synthetic.zip",
-                urls=(
-                    GOOGLE_DRIVE.format("18JxhpWD-4ZmuFKLzKlAw-w5PpzZxXOcG"),
-                    UCSD_MIRROR.format("nerf_synthetic.zip"),
-                ),
-                manual=f"{NERF_DRIVE_FOLDER} (file nerf_synthetic.zip)",
-                member_sha256={
-                    "nerf_synthetic/mic/transforms_train.json": (
-                        "2e3dd0c6a1f9c34fe0cdad9f423c56eaa794c102789ff31058ae396e9f882403"
-                    ),
-                    "nerf_synthetic/mic/transforms_val.json": (
-                        "2112c3d2d44d1b202b47352e41d3963d18bf41adc9db45fee8fdd39c7adcaed0"
-                    ),
-                    "nerf_synthetic/mic/transforms_test.json": (
-                        "a5062cd47c357b02e9774f9ac724af36398d463df5bbe0e8474d7dd13310fe2e"
-                    ),
-                },
-            ),
-        ),
-        root_in_archive="nerf_synthetic",
-        destination="blender",
-        scenes=("chair", "drums", "ficus", "hotdog", "lego", "materials", "mic", "ship"),
+    "blender": _nerf_release(
+        "nerf_synthetic",
+        "18JxhpWD-4ZmuFKLzKlAw-w5PpzZxXOcG",
+        "blender",
+        ("chair", "drums", "ficus", "hotdog", "lego", "materials", "mic", "ship"),
     ),
-    "llff": Dataset(
-        archives=(
-            Archive(
-                filename="nerf_llff_data.zip",
-                urls=(
-                    GOOGLE_DRIVE.format("16VnMcF1KJYxN9QId6TClMsZRahHNMW5g"),
-                    UCSD_MIRROR.format("nerf_llff_data.zip"),
-                ),
-                manual=f"{NERF_DRIVE_FOLDER} (file nerf_llff_data.zip)",
-                member_sha256={
-                    "nerf_llff_data/fern/poses_bounds.npy": (
-                        "d2933dbdbec7791d4e9041570e5aff649bf934e99ee22d04d92044afe7d26270"
-                    ),
-                },
-            ),
-        ),
-        root_in_archive="nerf_llff_data",
-        destination="llff",
-        scenes=("fern", "flower", "fortress", "horns", "leaves", "orchids", "room", "trex"),
+    "llff": _nerf_release(
+        "nerf_llff_data",
+        "16VnMcF1KJYxN9QId6TClMsZRahHNMW5g",
+        "llff",
+        ("fern", "flower", "fortress", "horns", "leaves", "orchids", "room", "trex"),
     ),
     "stanford": Dataset(
         archives=(

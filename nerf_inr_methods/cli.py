@@ -1,7 +1,7 @@
 """What every console script of the package does with bad input: one clear line on stderr, exit status 2.
 
-:func:`exit_on_bad_input` wraps a command; the ``check_*`` helpers refuse bad flags and output locations up
-front (before any long work), with a message naming the flag and the file.
+:func:`exit_on_bad_input` wraps a command (:func:`run_command`: a tyro command class); the ``check_*`` helpers
+refuse bad flags and output locations up front (before any long work), with a message naming the flag and the file.
 """
 
 from __future__ import annotations
@@ -52,6 +52,16 @@ def exit_on_bad_input(program: str, run: Callable[[], Any]) -> None:
         detail = f" ({_one_line(str(error))})" if str(error) else ""
         print(f"{program}: error: out of memory{detail}; use smaller sizes (resolution, batch)", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def run_command(program: str, command_type: type[Any], description: str | None) -> None:
+    """Console-script body of a tyro command class with a ``main()`` method: parse the flags into it, then run its
+    ``main`` under :func:`exit_on_bad_input`."""
+    import tyro
+
+    tyro.extras.set_accent_color("bright_yellow")
+    command = tyro.cli(command_type, description=description)
+    exit_on_bad_input(program, command.main)
 
 
 def check_positive(value: Any, flag: str, minimum: float = 1, integer: bool = True) -> None:

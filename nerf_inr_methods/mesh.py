@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,6 +34,8 @@ from typing import Any, Literal, Union
 import mcubes
 import numpy as np
 import trimesh
+
+from nerf_inr_methods.reporting import atomic_target
 
 FieldFn = Callable[[np.ndarray], Any]
 """``points (n, 3) float32 -> values (n,)`` (or (n, 1)); numpy, list or torch tensor."""
@@ -353,18 +354,9 @@ def export_mesh(mesh: trimesh.Trimesh, path: str | os.PathLike) -> Path:
         )
     if len(mesh.faces) == 0:
         raise ValueError(f"export_mesh: refusing to write an empty mesh to {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            mesh.export(tmp, file_type=suffix[1:])
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_target(path, suffix=suffix) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mesh.export(tmp, file_type=suffix[1:])
     return path
 
 

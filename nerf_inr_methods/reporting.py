@@ -6,8 +6,8 @@
 - :func:`time_to_target`, :func:`plateau_gain`: reading a training curve.
 - :func:`fmt_pm`, :func:`markdown_table`: printing.
 - :func:`to_strict_json`, :func:`write_json`: JSON files every parser reads (non-finite floats as null, paths as
-  strings, numpy/torch values as numbers), written atomically; :func:`environment_info`, :func:`command_line`:
-  what to keep next to timings.
+  strings, numpy/torch values as numbers), written atomically (:func:`atomic_target`, also used for meshes and
+  checkpoints); :func:`environment_info`, :func:`command_line`: what to keep next to timings.
 
 Plain Python (numpy and torch only where a value is one); no nerfstudio import.
 
@@ -26,7 +26,8 @@ import platform
 import statistics
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -233,18 +234,28 @@ def write_json(obj: Any, path: str | os.PathLike) -> Path:
     the same folder, then a rename, so readers never see a half-written file. Creates the folder. Returns the path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(to_strict_json(obj), indent=1, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with atomic_target(path) as tmp, open(tmp, "w") as handle:
+        handle.write(text)
+    return path
+
+
+@contextmanager
+def atomic_target(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
+    """The name of an empty temporary file in ``path``'s folder (created with the folder) to write instead of
+    ``path``: renamed onto ``path`` when the block ends, removed if it raises, so readers never see a half-written
+    file. ``suffix``: the temporary file's (for writers that choose the format from it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
 
 
 def environment_info() -> dict[str, Any]:

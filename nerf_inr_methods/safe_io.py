@@ -317,21 +317,15 @@ class ConfigLoader(yaml.SafeLoader):
         raise _Refused(node.tag, "this kind of python tag is never allowed", node.start_mark)
 
 
-for _tag, _method in (
-    ("none", yaml.constructor.FullConstructor.construct_yaml_null),
-    ("bool", yaml.constructor.FullConstructor.construct_yaml_bool),
-    ("str", yaml.constructor.FullConstructor.construct_python_str),
-    ("unicode", yaml.constructor.FullConstructor.construct_python_unicode),
-    ("bytes", yaml.constructor.FullConstructor.construct_python_bytes),
-    ("int", yaml.constructor.FullConstructor.construct_yaml_int),
-    ("long", yaml.constructor.FullConstructor.construct_python_long),
-    ("float", yaml.constructor.FullConstructor.construct_yaml_float),
-    ("complex", yaml.constructor.FullConstructor.construct_python_complex),
-    ("list", yaml.constructor.FullConstructor.construct_yaml_seq),
-    ("tuple", yaml.constructor.FullConstructor.construct_python_tuple),
-    ("dict", yaml.constructor.FullConstructor.construct_yaml_map),
-):
-    ConfigLoader.add_constructor(f"tag:yaml.org,2002:python/{_tag}", _method)
+# python/<tag> of plain values, built by PyYAML's own constructors: construct_python_<tag>, or construct_yaml_<kind>
+_PLAIN_PYTHON_TAGS = ("str", "unicode", "bytes", "long", "complex", "tuple")
+_PLAIN_YAML_KINDS = {"none": "null", "bool": "bool", "int": "int", "float": "float", "list": "seq", "dict": "map"}
+for _tag, _name in [(tag, f"python_{tag}") for tag in _PLAIN_PYTHON_TAGS] + [
+    (tag, f"yaml_{kind}") for tag, kind in _PLAIN_YAML_KINDS.items()
+]:
+    ConfigLoader.add_constructor(
+        f"tag:yaml.org,2002:python/{_tag}", getattr(yaml.constructor.FullConstructor, f"construct_{_name}")
+    )
 ConfigLoader.add_multi_constructor("tag:yaml.org,2002:python/name:", ConfigLoader.construct_python_name)
 ConfigLoader.add_multi_constructor("tag:yaml.org,2002:python/object:", ConfigLoader.construct_python_object)
 ConfigLoader.add_multi_constructor("tag:yaml.org,2002:python/object/new:", ConfigLoader.construct_python_object_new)

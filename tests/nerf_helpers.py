@@ -1,5 +1,5 @@
-"""Small InrNeRFModels and ray bundles shared by the model-level NeRF tests (importable: pytest puts tests/ on the
-path)."""
+"""Small InrNeRFModels, pipeline overrides and ray bundles shared by the NeRF tests (importable: pytest puts tests/
+on the path)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,16 @@ import torch
 
 GAUSSIAN_SINGLE_FIELD: Dict[str, Any] = dict(field_type="gaussian", hierarchical_sampling=False)
 """Overrides that make :func:`small_model` gauss-nerf's single Gaussian field."""
+
+SMALL_PIPELINE: Dict[str, Any] = {
+    "pipeline.datamanager.train_num_rays_per_batch": 64,
+    "pipeline.model.num_coarse_samples": 8,
+    "pipeline.model.num_importance_samples": 8,
+    "pipeline.model.base_mlp_num_layers": 2,
+    "pipeline.model.head_mlp_num_layers": 1,
+    "pipeline.model.eval_num_rays_per_chunk": 1024,
+}
+"""``prepare_config`` overrides of a small pipeline (64 rays a step, 8 + 8 samples, 2-layer base MLP)."""
 
 
 def small_model(**config: Any):

@@ -77,7 +77,8 @@ def test_run_length_decay_is_nerfstudios_exponential_decay(tmp_path: Path) -> No
     loaded = torch.load(path, weights_only=True)["schedulers"]["fields"]
     assert loaded["last_epoch"] == 6 and loaded["_last_lr"] == [pytest.approx(0.01)]
     with pytest.raises(ValueError, match="max_steps is None"):
-        RunLengthExponentialDecaySchedulerConfig().setup().get_scheduler(opt, lr_init=1.0)
+        RunLengthExponentialDecaySchedulerConfig(lr_final=0.01).setup().get_scheduler(opt, lr_init=1.0)
+    RunLengthExponentialDecaySchedulerConfig().setup().get_scheduler(opt, lr_init=1.0)  # lr_final None: constant lr
 
 
 def test_optimizer_switch_selects_presets() -> None:

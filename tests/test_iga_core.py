@@ -175,7 +175,7 @@ def test_iga_image_quick_benchmark(tmp_path) -> None:
 
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
-        [sys.executable, str(root / "benchmarks" / "iga_image.py"), "--quick", "--seeds", "2", "--steps", "40"]
+        [sys.executable, "-m", "benchmarks.iga_image", "--quick", "--seeds", "2", "--steps", "40"]
         + ["--results-dir", str(tmp_path)],
         capture_output=True,
         text=True,

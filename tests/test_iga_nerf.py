@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 import torch
-from nerf_helpers import rays_toward_origin, small_model
+from nerf_helpers import SMALL_PIPELINE, rays_toward_origin, small_model
 
 BIN = Path(sys.executable).parent
 N_RAYS = 24
@@ -209,12 +209,7 @@ def test_iga_nerf_is_registered_with_defaults() -> None:
 
 
 SMOKE = {
-    "pipeline.datamanager.train_num_rays_per_batch": 64,
-    "pipeline.model.num_coarse_samples": 8,
-    "pipeline.model.num_importance_samples": 8,
-    "pipeline.model.base_mlp_num_layers": 2,
-    "pipeline.model.head_mlp_num_layers": 1,
-    "pipeline.model.eval_num_rays_per_chunk": 1024,
+    **SMALL_PIPELINE,
     "pipeline.model.iga_end": 4,
     "pipeline.model.iga_update_every": 2,
 }
@@ -314,13 +309,10 @@ def test_multi_process_ddp_each_process_adjusts_its_own_rays(tmp_path: Path) -> 
 def test_iga_nerf_benchmark_quick(shared_data: Path, tmp_path: Path) -> None:
     """benchmarks/iga_nerf.py --quick on the real mic scene: every arm, the probe, the S = I control, the JSON (in a
     temporary folder: the tracked results stay as they are)."""
-    import importlib.util
     import json
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "iga_nerf.py"
-    spec = importlib.util.spec_from_file_location("iga_nerf_benchmark", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from benchmarks import iga_nerf as bench
+
     payload = bench.main(["--quick", "--results-dir", str(tmp_path)])
     assert payload["summary_line"].startswith("SUMMARY iga_nerf")
     assert {arm: len(r) for arm, r in payload["runs"].items()} == {"vanilla": 1, "iga": 1, "identity": 1}

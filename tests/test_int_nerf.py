@@ -10,25 +10,18 @@ from typing import Any, Dict, List
 
 import pytest
 import torch
+from nerf_helpers import SMALL_PIPELINE
 
 from nerf_inr_methods.core.int_selection import IntSchedule, num_selected
 
 BIN = Path(sys.executable).parent
-SMALL = {
-    "pipeline.datamanager.train_num_rays_per_batch": 64,
-    "pipeline.model.num_coarse_samples": 8,
-    "pipeline.model.num_importance_samples": 8,
-    "pipeline.model.base_mlp_num_layers": 2,
-    "pipeline.model.head_mlp_num_layers": 1,
-    "pipeline.model.eval_num_rays_per_chunk": 1024,
-}
 
 
 def make_pipeline(tiny_scene: Path, tmp_path: Path, steps: int = 20, **int_options: Any):
     """An InrPipeline on the tiny scene with small fields; INT options as ``int_*`` keyword arguments."""
     from nerf_inr_methods.nerfstudio_plugin.runs import prepare_config
 
-    config = prepare_config("int-nerf", tiny_scene, tmp_path, steps=steps, overrides=SMALL)
+    config = prepare_config("int-nerf", tiny_scene, tmp_path, steps=steps, overrides=SMALL_PIPELINE)
     config.pipeline.int_total_steps = steps
     for name, value in int_options.items():
         setattr(config.pipeline, name, value)
@@ -182,7 +175,7 @@ def test_bad_int_options_name_the_flag() -> None:
 def test_int_nerf_trains_and_evaluates_in_process(tiny_scene: Path, tmp_path: Path) -> None:
     from nerf_inr_methods.nerfstudio_plugin.runs import evaluate, prepare_config, train
 
-    config = prepare_config("int-nerf", tiny_scene, tmp_path, steps=6, overrides=SMALL)
+    config = prepare_config("int-nerf", tiny_scene, tmp_path, steps=6, overrides=SMALL_PIPELINE)
     assert config.pipeline.int_enabled and config.pipeline.int_total_steps is None  # T from the trainer
     config_path = train(config)
     metrics = evaluate(config_path)
@@ -207,13 +200,10 @@ def test_ns_train_int_nerf_help() -> None:
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_int_nerf_benchmark_quick(shared_data: Path, tmp_path: Path) -> None:
-    import importlib.util
     import json
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "int_nerf.py"
-    spec = importlib.util.spec_from_file_location("int_nerf_benchmark", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from benchmarks import int_nerf as bench
+
     mic = shared_data / "blender" / "mic"
     payload = bench.main(
         ["--quick", "--data", str(mic), "--steps", "20", "--arms", "vanilla", "int", "random"]
@@ -354,7 +344,7 @@ def test_resume_continues_int_exactly(tiny_scene: Path, tmp_path: Path, monkeypa
     n = 12
 
     def run(folder: str, steps: int, total: int | None, load_dir: Path | None = None):
-        overrides = {**SMALL, "pipeline.int_sampler": name, "pipeline.int_total_steps": total}
+        overrides = {**SMALL_PIPELINE, "pipeline.int_sampler": name, "pipeline.int_total_steps": total}
         overrides.update({"pipeline.int_max_interval": 3, "pipeline.int_alpha_warmup": 0.2})
         config = prepare_config("int-nerf", tiny_scene, tmp_path / folder, steps=steps, overrides=overrides)
         config.load_dir = load_dir

@@ -55,3 +55,21 @@ def test_interrupted_run_continues_from_its_checkpoint(tmp_path: Path, tiny_scen
     assert [s["start_step"] for s in record["segments"]] == [0, 10]
     clocks = [p["train_seconds"] for p in record["curve"]]
     assert clocks == sorted(clocks), "the training clock continues across the interruption"
+
+    # A schedule whose decay ends at 80% of its steps starts from the finished run of its first 80% (same lr on
+    # every one of those steps) and trains only the flat tail.
+    import dataclasses
+
+    from benchmarks.nerf_plateau import prefix_spec, trainer_config
+
+    longer = dataclasses.replace(spec, steps=25, decay_end=0.8)
+    assert prefix_spec(longer) == spec
+    scheduler = trainer_config(longer, tmp_path / "runs" / "synthetic" / "inr-nerf" / longer.name).optimizers["fields"][
+        "scheduler"
+    ]
+    assert scheduler.max_steps == 20 and scheduler.lr_final == pytest.approx(1e-4)
+    extended = train_run(longer, tmp_path)
+    assert extended["finished"] and extended["adopted_from"] == spec.name
+    assert [p["step"] for p in extended["curve"]] == [0, 5, 10, 15, 20, 25]
+    assert extended["curve"][:5] == record["curve"]
+    assert [s["start_step"] for s in extended["segments"]] == [0, 10, 20]

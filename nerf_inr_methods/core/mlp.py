@@ -46,25 +46,36 @@ def gaussian_activation(x: Tensor, sigma: float) -> Tensor:
     return torch.exp(-0.5 * (x / sigma) ** 2)
 
 
-class GaussianActivation(nn.Module):
+class _ScaledActivation(nn.Module):
+    """An activation with one positive scalar parameter, stored as attribute ``name`` (checked when built, shown in
+    the module's repr)."""
+
+    def __init__(self, name: str, value: float) -> None:
+        super().__init__()
+        if not value > 0:
+            raise ValueError(f"{type(self).__name__}: {name} must be > 0, got {value}")
+        self._scale_name = name
+        setattr(self, name, float(value))
+
+    def extra_repr(self) -> str:
+        return f"{self._scale_name}={getattr(self, self._scale_name)}"
+
+
+class GaussianActivation(_ScaledActivation):
     """Module form of :func:`gaussian_activation`: ``phi(x) = exp(-x^2 / (2 sigma^2))``.
 
     Args:
         sigma: width of the Gaussian (> 0). Paper defaults: images 0.05, occupancy 0.09, NeRF 0.1.
     """
 
+    sigma: float
+
     def __init__(self, sigma: float = 0.05) -> None:
-        super().__init__()
-        if not sigma > 0:
-            raise ValueError(f"GaussianActivation: sigma must be > 0, got {sigma}")
-        self.sigma = float(sigma)
+        super().__init__("sigma", sigma)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (...,) pre-activations -> (...,) float32 activations in (0, 1]."""
         return gaussian_activation(x, self.sigma)
-
-    def extra_repr(self) -> str:
-        return f"sigma={self.sigma}"
 
 
 class CenteredGaussianActivation(GaussianActivation):
@@ -83,7 +94,7 @@ class CenteredGaussianActivation(GaussianActivation):
         return gaussian_activation(x - x.mean(dim=-1, keepdim=True), self.sigma)
 
 
-class Sine(nn.Module):
+class Sine(_ScaledActivation):
     """SIREN activation ``sin(w0 * x)``.
 
     Use with :func:`siren_init_` on the preceding ``nn.Linear`` (``make_mlp(activation="siren")`` does it).
@@ -92,18 +103,14 @@ class Sine(nn.Module):
         w0: frequency factor (> 0), 30 in SIREN for every layer.
     """
 
+    w0: float
+
     def __init__(self, w0: float = 30.0) -> None:
-        super().__init__()
-        if not w0 > 0:
-            raise ValueError(f"Sine: w0 must be > 0, got {w0}")
-        self.w0 = float(w0)
+        super().__init__("w0", w0)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (...,) pre-activations -> (...,) values in [-1, 1]."""
         return torch.sin(self.w0 * x)
-
-    def extra_repr(self) -> str:
-        return f"w0={self.w0}"
 
 
 @torch.no_grad()

@@ -39,14 +39,13 @@ from typing import Any, Literal, Sequence, Tuple
 
 import numpy as np
 import torch
-import tyro
 from nerfstudio.cameras.rays import Frustums, RaySamples
 from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.fields.base_field import Field
 from torch import Tensor
 
 from nerf_inr_methods import mesh as meshlib
-from nerf_inr_methods.cli import check_output_file, check_positive, exit_on_bad_input
+from nerf_inr_methods.cli import check_output_file, check_positive, run_command
 
 
 def field_of(model: torch.nn.Module, field_name: str | None = None) -> Field:
@@ -434,9 +433,7 @@ def relocate(run_dir: Path):
 
 def entrypoint() -> None:
     """Console script ``inr-mesh``."""
-    tyro.extras.set_accent_color("bright_yellow")
-    command = tyro.cli(ExportMesh, description=__doc__)
-    exit_on_bad_input("inr-mesh", command.main)
+    run_command("inr-mesh", ExportMesh, __doc__)
 
 
 if __name__ == "__main__":

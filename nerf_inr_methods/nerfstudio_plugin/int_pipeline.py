@@ -78,6 +78,22 @@ from nerf_inr_methods.core.int_sampler import (
 from nerf_inr_methods.core.int_selection import IntervalKind, IntSchedule, RatioKind, int_scores
 
 EXTRA_STATE_FORMAT = "inr-pipeline-int-v1"
+MIRRORED_SAMPLER_OPTIONS = (
+    "ratio_kind",
+    "r0",
+    "interval_kind",
+    "max_interval",
+    "max_skips",
+    "alpha",
+    "alpha_warmup",
+    "uniform_share",
+    "error_power",
+    "error_map_ema",
+    "error_map_max_age",
+    "score_factor",
+)
+"""Fields of :class:`IntSamplerConfig` that :class:`InrPipelineConfig` mirrors as ``int_<field>``
+(``--pipeline.int-<field>``); the sampler (with --pipeline.int-random-subset), reuse and seed are set otherwise."""
 
 
 @dataclass
@@ -149,22 +165,8 @@ class InrPipelineConfig(VanillaPipelineConfig):
                 )
             sampler = "random"
         try:
-            return IntSamplerConfig(
-                sampler=sampler,
-                ratio_kind=self.int_ratio_kind,
-                r0=self.int_r0,
-                interval_kind=self.int_interval_kind,
-                max_interval=self.int_max_interval,
-                reuse="rerank",
-                max_skips=self.int_max_skips,
-                alpha=self.int_alpha,
-                alpha_warmup=self.int_alpha_warmup,
-                uniform_share=self.int_uniform_share,
-                error_power=self.int_error_power,
-                error_map_ema=self.int_error_map_ema,
-                error_map_max_age=self.int_error_map_max_age,
-                score_factor=self.int_score_factor,
-            )
+            mirrored = {name: getattr(self, f"int_{name}") for name in MIRRORED_SAMPLER_OPTIONS}
+            return IntSamplerConfig(sampler=sampler, reuse="rerank", **mirrored)
         except SamplerOptionError as exc:
             raise ValueError(f"--pipeline.int-{exc.field.replace('_', '-')} {exc.problem}") from None
 

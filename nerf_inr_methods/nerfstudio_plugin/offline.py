@@ -135,21 +135,24 @@ BAD_INPUT_EXIT_STATUS = 2
 """Exit status of a command stopped by bad input (as argparse, tyro and our console scripts)."""
 
 
+def raised_by_this_package(error: BaseException) -> bool:
+    """Whether the innermost traceback frame of a raised ``error`` is in this package (one of our ``raise`` lines)."""
+    traceback = error.__traceback__
+    if traceback is None:
+        return False
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    module = str(traceback.tb_frame.f_globals.get("__name__", ""))
+    return module.split(".")[0] == "nerf_inr_methods"
+
+
 def bad_input_message(error: BaseException) -> str | None:
     """The message of a bad-input error our code raised, or None for any other exception (a bug: keep its traceback).
 
     Bad input is a ``ValueError`` or ``FileNotFoundError`` whose innermost traceback frame is in this package, i.e.
     one of our own ``raise`` statements (they name the flag or file and what was expected).
     """
-    if not isinstance(error, (ValueError, FileNotFoundError)):
-        return None
-    traceback = error.__traceback__
-    if traceback is None:
-        return None
-    while traceback.tb_next is not None:
-        traceback = traceback.tb_next
-    module = str(traceback.tb_frame.f_globals.get("__name__", ""))
-    if module.split(".")[0] != "nerf_inr_methods":
+    if not isinstance(error, (ValueError, FileNotFoundError)) or not raised_by_this_package(error):
         return None
     return " ".join(str(error).split()) or type(error).__name__
 

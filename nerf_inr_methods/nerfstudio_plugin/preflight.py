@@ -34,6 +34,8 @@ from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConf
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
+from nerf_inr_methods.nerfstudio_plugin.offline import raised_by_this_package
+
 BACKGROUND_COLORS = ("random", "last_sample", "black", "white")
 """Values of --pipeline.model.background-color (vanilla NeRF's choices)."""
 DATA_ERRORS = (OSError, ValueError, KeyError, IndexError, AssertionError)
@@ -222,7 +224,7 @@ def check_dataset(config: Any) -> Any:
             with CONSOLE.capture():  # the datamanager reads the splits again right after: print its notes once
                 outputs[split] = parser.get_dataparser_outputs(split=split)
         except DATA_ERRORS as error:
-            if _raised_by_this_package(error):
+            if raised_by_this_package(error):
                 raise  # our dataparsers' errors already name the file and what was expected
             raise ValueError(
                 f"--data {data}: {parser_name} cannot read the {split} split: {type(error).__name__}: {error}"
@@ -299,16 +301,6 @@ def dataparser_name(parser_config: Any) -> str:
     except ImportError:  # pragma: no cover - nerfstudio always has it; never fail a message on it
         pass
     return type(parser_config).__name__
-
-
-def _raised_by_this_package(error: BaseException) -> bool:
-    traceback = error.__traceback__
-    if traceback is None:
-        return False
-    while traceback.tb_next is not None:
-        traceback = traceback.tb_next
-    module = str(traceback.tb_frame.f_globals.get("__name__", ""))
-    return module.split(".")[0] == "nerf_inr_methods"
 
 
 # ----------------------------------------------------------------------------------------------- near/far planes

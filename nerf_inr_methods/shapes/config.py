@@ -27,39 +27,25 @@ PointSet = Literal["samples", "voxels"]
 PointMode = Literal["fresh", "pool", "full"]
 OptimizerName = Literal["adam", "esgd", "lbfgs"]
 
+_SIREN_PROTOCOL: dict[str, Any] = dict(
+    loss="mse",
+    activation="siren",
+    optimizer="adam",
+    coarse_fraction=0.45,
+    fine_fraction=0.45,
+    uniform_fraction=0.1,
+    noise="laplace",
+    coarse_scale=0.1,
+    fine_scale=1e-3,
+)
+"""What the INT and IGA protocols share: SIREN and Adam on an l2 loss; SIREN's surface + Laplacian noise (scales
+1e-1 / 1e-3) + uniform samples."""
+
 PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
-    # INT (default): SDF regression, surface + Laplacian noise (scales 1e-1 / 1e-3) + uniform, fresh 50k batch.
-    "int": dict(
-        task="sdf",
-        loss="mse",
-        activation="siren",
-        point_set="samples",
-        points="fresh",
-        batch_size=50_000,
-        optimizer="adam",
-        coarse_fraction=0.45,
-        fine_fraction=0.45,
-        uniform_fraction=0.1,
-        noise="laplace",
-        coarse_scale=0.1,
-        fine_scale=1e-3,
-    ),
+    # INT (default): SDF regression, fresh 50k batch of samples.
+    "int": dict(_SIREN_PROTOCOL, task="sdf", point_set="samples", points="fresh", batch_size=50_000),
     # IGA: l2 on occupancy values of a voxel grid, groups of 256 Morton-contiguous voxels, 512 groups a step.
-    "iga": dict(
-        task="occupancy",
-        loss="mse",
-        activation="siren",
-        point_set="voxels",
-        points="pool",
-        batch_size=512 * 256,
-        optimizer="adam",
-        coarse_fraction=0.45,
-        fine_fraction=0.45,
-        uniform_fraction=0.1,
-        noise="laplace",
-        coarse_scale=0.1,
-        fine_scale=1e-3,
-    ),
+    "iga": dict(_SIREN_PROTOCOL, task="occupancy", point_set="voxels", points="pool", batch_size=512 * 256),
     # ESGD: occupancy with BCE, 1/3 uniform + 2/3 near-surface with Gaussian noise 0.1 / 0.01, Gaussian MLP.
     "esgd": dict(
         task="occupancy",
@@ -127,21 +113,27 @@ class IntOptions:
         try:
             return IntSamplerConfig(
                 sampler=sampler,
-                ratio_kind=self.ratio,
-                r0=self.r0,
-                interval_kind=self.interval,
                 max_interval=max_interval,
                 reuse="keep" if sampler in ("int", "random") else "rerank",  # the paper's subset; soft re-draws
-                max_skips=self.max_skips,
-                alpha=self.alpha,
-                alpha_warmup=self.alpha_warmup,
-                uniform_share=self.uniform_share,
-                score_factor=self.score_factor,
                 seed=seed,
+                **{core: getattr(self, ours) for ours, core in _SAMPLER_FIELDS.items()},
             )
         except SamplerOptionError as exc:
-            flag = {"ratio_kind": "ratio", "interval_kind": "interval"}.get(exc.field, exc.field)
+            flag = {core: ours for ours, core in _SAMPLER_FIELDS.items()}.get(exc.field, exc.field)
             raise ValueError(f"--int-selection.{flag.replace('_', '-')} {exc.problem}") from None
+
+
+_SAMPLER_FIELDS = {
+    "ratio": "ratio_kind",
+    "r0": "r0",
+    "interval": "interval_kind",
+    "max_skips": "max_skips",
+    "alpha": "alpha",
+    "alpha_warmup": "alpha_warmup",
+    "uniform_share": "uniform_share",
+    "score_factor": "score_factor",
+}
+""":class:`IntOptions` field (flag --int-selection.<field>) -> the :class:`IntSamplerConfig` field it sets."""
 
 
 @dataclass

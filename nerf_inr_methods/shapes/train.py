@@ -47,7 +47,7 @@ from nerf_inr_methods.coordfit import FitHistory, StepResult, coord_loss, fit_it
 from nerf_inr_methods.core.iga import IGAAdjust
 from nerf_inr_methods.core.int_sampler import IntSampler, voxel_cells
 from nerf_inr_methods.core.mlp import CoordinateMLP, make_mlp
-from nerf_inr_methods.reporting import write_json
+from nerf_inr_methods.reporting import atomic_target, write_json
 from nerf_inr_methods.safe_io import RefusedFileError, safe_torch_load
 
 from . import derivative as deriv
@@ -252,16 +252,8 @@ class ShapeLossHook:
 # ------------------------------------------------------------------------------------------- checkpoints
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary file in the same folder, then rename (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_target(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(
@@ -546,95 +538,93 @@ def latest_resumable_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]]:
     return best[1], best[2]
 
 
-def _resume_state(
-    hist: FitHistory,
-    points: PointSource,
-    optimizer: torch.optim.Optimizer,
-    sampler: IntSampler | None,
-    scheduler: Any,
-    hook: ShapeLossHook | None,
-    iga: IGAAdjust | None,
-    timing: dict[str, Any],
-    world_size: int,
-    gather: bool,
-    streams: dict[str, Any] | None = None,
-) -> dict[str, Any] | None:
-    """What :func:`train_shape` needs to continue exactly (None when another process's random state is missing).
+@dataclass
+class _RunParts:
+    """The parts of a run whose state a resumable checkpoint carries besides the model and optimizer weights."""
 
-    ``streams``: the random streams as :func:`_random_streams` saw them at the last step boundary (an interrupted
-    step may already have drawn its batch), instead of their current state.
-    """
-    streams = streams or _random_streams(points, optimizer)
-    point_states = [streams["point_rng"]]
-    if world_size > 1:
-        if not gather:
-            return None
-        point_states = [None] * world_size
-        dist.all_gather_object(point_states, streams["point_rng"])
-    history = hist.to_dict()
-    n_evals = len(history["eval_metrics"])  # an interruption during an evaluation leaves it half-recorded
-    for key in ("eval_steps", "eval_time", "eval_points_trained", "eval_points_scored"):
-        history[key] = history[key][:n_evals]
-    return {
-        "history": history,
-        "timing": dict(timing),
-        "world_size": world_size,
-        "point_rng": point_states,
-        "torch_rng": streams["torch_rng"],
-        "optimizer_rng": streams["optimizer_rng"],
-        "sampler": sampler.state_dict() if sampler is not None else None,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "hook": None if hook is None else {"calls": hook.calls, "weight": hook.weight, "weights": list(hook.weights)},
-        "iga": None if iga is None else _iga_counters(iga),
-    }
+    points: PointSource
+    optimizer: torch.optim.Optimizer
+    sampler: IntSampler | None
+    scheduler: Any
+    hook: ShapeLossHook | None
+    iga: IGAAdjust | None
 
+    def random_streams(self) -> dict[str, Any]:
+        """Copies of the random streams a step draws from before it changes any weight: the point sampler's,
+        torch's global one and the optimizer's private generator (ESGD)."""
+        generator = getattr(self.optimizer, "generator", None)
+        return {
+            "point_rng": self.points.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "optimizer_rng": generator.get_state() if isinstance(generator, torch.Generator) else None,
+        }
 
-def _random_streams(points: PointSource, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Copies of the random streams a step draws from before it changes any weight: the point sampler's, torch's
-    global one and the optimizer's private generator (ESGD)."""
-    generator = getattr(optimizer, "generator", None)
-    return {
-        "point_rng": points.rng.bit_generator.state,
-        "torch_rng": torch.get_rng_state(),
-        "optimizer_rng": generator.get_state() if isinstance(generator, torch.Generator) else None,
-    }
+    def resume_state(
+        self,
+        hist: FitHistory,
+        timing: dict[str, Any],
+        world_size: int,
+        gather: bool,
+        streams: dict[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
+        """What :func:`train_shape` needs to continue exactly (None when another process's random state is missing).
+
+        ``streams``: the random streams as :meth:`random_streams` saw them at the last step boundary (an
+        interrupted step may already have drawn its batch), instead of their current state.
+        """
+        streams = streams or self.random_streams()
+        point_states = [streams["point_rng"]]
+        if world_size > 1:
+            if not gather:
+                return None
+            point_states = [None] * world_size
+            dist.all_gather_object(point_states, streams["point_rng"])
+        history = hist.to_dict()
+        n_evals = len(history["eval_metrics"])  # an interruption during an evaluation leaves it half-recorded
+        for key in ("eval_steps", "eval_time", "eval_points_trained", "eval_points_scored"):
+            history[key] = history[key][:n_evals]
+        hook, sampler, scheduler = self.hook, self.sampler, self.scheduler
+        return {
+            "history": history,
+            "timing": dict(timing),
+            "world_size": world_size,
+            "point_rng": point_states,
+            "torch_rng": streams["torch_rng"],
+            "optimizer_rng": streams["optimizer_rng"],
+            "sampler": sampler.state_dict() if sampler is not None else None,
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "hook": None
+            if hook is None
+            else {"calls": hook.calls, "weight": hook.weight, "weights": list(hook.weights)},
+            "iga": None if self.iga is None else _iga_counters(self.iga),
+        }
+
+    def restore(self, state: dict[str, Any], rank: int, device: torch.device) -> FitHistory:
+        """Put the random streams and method states of :meth:`resume_state` back; returns the history to continue."""
+        self.points.rng.bit_generator.state = state["point_rng"][rank]
+        torch.set_rng_state(state["torch_rng"])
+        generator = getattr(self.optimizer, "generator", None)
+        if isinstance(generator, torch.Generator) and state["optimizer_rng"] is not None:
+            generator.set_state(state["optimizer_rng"])
+        if self.sampler is not None:
+            self.sampler.load_state_dict(state["sampler"], device)
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        hook = self.hook
+        if hook is not None and state["hook"] is not None:
+            hook.calls, hook.weight = int(state["hook"]["calls"]), float(state["hook"]["weight"])
+            hook.weights = [tuple(w) for w in state["hook"]["weights"]]
+        if self.iga is not None and state["iga"] is not None:
+            target = getattr(self.iga, "state", self.iga)
+            for key, value in state["iga"].items():
+                setattr(target, key, value.to(device) if isinstance(value, Tensor) and key == "matrix" else value)
+        return FitHistory(**state["history"])
 
 
 def _iga_counters(iga: IGAAdjust) -> dict[str, Any]:
     """IGA's running state (call counter, latest S, diagnostics): the non-init fields of its state dataclass."""
     state = getattr(iga, "state", iga)
     return {f.name: getattr(state, f.name) for f in dataclasses.fields(state) if not f.init}
-
-
-def _restore(
-    state: dict[str, Any],
-    rank: int,
-    points: PointSource,
-    optimizer: torch.optim.Optimizer,
-    sampler: IntSampler | None,
-    scheduler: Any,
-    hook: ShapeLossHook | None,
-    iga: IGAAdjust | None,
-    device: torch.device,
-) -> FitHistory:
-    """Put the random streams and method states of :func:`_resume_state` back; returns the history to continue."""
-    points.rng.bit_generator.state = state["point_rng"][rank]
-    torch.set_rng_state(state["torch_rng"])
-    generator = getattr(optimizer, "generator", None)
-    if isinstance(generator, torch.Generator) and state["optimizer_rng"] is not None:
-        generator.set_state(state["optimizer_rng"])
-    if sampler is not None:
-        sampler.load_state_dict(state["sampler"], device)
-    if scheduler is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    if hook is not None and state["hook"] is not None:
-        hook.calls, hook.weight = int(state["hook"]["calls"]), float(state["hook"]["weight"])
-        hook.weights = [tuple(w) for w in state["hook"]["weights"]]
-    if iga is not None and state["iga"] is not None:
-        target = getattr(iga, "state", iga)
-        for key, value in state["iga"].items():
-            setattr(target, key, value.to(device) if isinstance(value, Tensor) and key == "matrix" else value)
-    return FitHistory(**state["history"])
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -783,11 +773,12 @@ def train_shape(
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_final_factor ** (1.0 / cfg.steps))
     level, inside = decision_rule(cfg)
     evaluator = ShapeEvaluator(shape, level, inside, cfg.chunk_size)
+    parts = _RunParts(points, optimizer, sampler, scheduler, hook, iga)
     start_step, history0, timing0 = 0, None, {"eval_s": 0.0, "train_cpu_s": 0.0, "cpu_curve": []}
     if resume_from is not None:
         if resume_from["optimizer"] is not None:
             optimizer.load_state_dict(resume_from["optimizer"])
-        history0 = _restore(resume_from["resume"], rank, points, optimizer, sampler, scheduler, hook, iga, device)
+        history0 = parts.restore(resume_from["resume"], rank, device)
         start_step, timing0 = int(resume_from["step"]), resume_from["resume"]["timing"]
 
     ckpt_dir = run_dir / "checkpoints"
@@ -834,16 +825,14 @@ def train_shape(
         t0, c0 = time.perf_counter(), time.process_time()
         done = len(hist.loss)
         timing = {"eval_s": clock["eval"], "train_cpu_s": train_cpu(), "cpu_curve": cpu_curve[:done]}
-        state = _resume_state(
-            hist, points, optimizer, sampler, scheduler, hook, iga, timing, world_size, gather, streams
-        )
+        state = parts.resume_state(hist, timing, world_size, gather, streams)
         if rank == 0:
             save_checkpoint(path, model, optimizer, done, cfg, shape.normalization, resume=state)
         clock["eval"] += time.perf_counter() - t0
         clock["eval_cpu"] += time.process_time() - c0
 
     history = history0 if history0 is not None else FitHistory()
-    boundary = _random_streams(points, optimizer)  # at the last step boundary, for interrupted.pt
+    boundary = parts.random_streams()  # at the last step boundary, for interrupted.pt
     try:
         steps = fit_iter(
             train_model,
@@ -866,7 +855,7 @@ def train_shape(
         for history in steps:
             if len(history.loss) in ckpt_steps:
                 checkpoint(ckpt_dir / f"step_{len(history.loss):07d}.pt", history, gather=True)
-            boundary = _random_streams(points, optimizer)
+            boundary = parts.random_streams()
     except BaseException:
         if rank == 0:
             # Keep what was learnt so far (finished checkpoints are untouched: all writes are atomic), with the random

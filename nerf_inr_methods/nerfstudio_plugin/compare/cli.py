@@ -35,9 +35,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
-import tyro
 
-from nerf_inr_methods.cli import exit_on_bad_input
+from nerf_inr_methods.cli import run_command
 from nerf_inr_methods.nerfstudio_plugin.compare.discover import find_run_configs, group_labels, load_run_config
 from nerf_inr_methods.nerfstudio_plugin.compare.evaluation import evaluate_run
 from nerf_inr_methods.nerfstudio_plugin.compare.logs import read_training_log
@@ -144,9 +143,7 @@ class Compare:
 
 def entrypoint() -> None:
     """Console script ``inr-compare``."""
-    tyro.extras.set_accent_color("bright_yellow")
-    command = tyro.cli(Compare, description=__doc__)
-    exit_on_bad_input("inr-compare", command.main)
+    run_command("inr-compare", Compare, __doc__)
 
 
 if __name__ == "__main__":
