@@ -766,6 +766,8 @@ def mesh_views(
         return False
     config = load_run_config(Path(runs[0]["config"]))
     datamanager = config.pipeline.datamanager
+    if datamanager.data is not None:  # ns-train's --data reaches the dataparser through the datamanager
+        datamanager.dataparser.data = datamanager.data
     outputs = datamanager.dataparser.setup().get_dataparser_outputs(split="test")
     cameras = InputDataset(outputs, scale_factor=datamanager.camera_res_scale_factor).cameras
     views = [_view_indices(runs[0])[i] for i in spread_indices(num_views, len(_view_indices(runs[0])))]
