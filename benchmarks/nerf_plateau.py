@@ -278,23 +278,47 @@ def load_record(spec: RunSpec, output_dir: Path) -> Dict[str, Any] | None:
     return record if record.get("key") == spec.key() else None
 
 
+def lr_breaks(spec: RunSpec) -> Tuple[int, int]:
+    """(last step of the held lr, step at which the decay reaches lr * lr_final_ratio) of ``spec``'s schedule."""
+    return int(round(spec.hold * spec.steps)), int(round(spec.decay_end * spec.steps))
+
+
 def prefix_spec(spec: RunSpec) -> RunSpec | None:
     """The run whose whole schedule is the first ``decay_end * steps`` steps of ``spec``'s (decay ending at its
     last step, same lr, hold steps and everything else), or None when ``spec``'s decay ends at its last step."""
     if spec.decay_end >= 1.0:
         return None
-    steps = int(round(spec.decay_end * spec.steps))
-    return dataclasses.replace(spec, steps=steps, hold=int(round(spec.hold * spec.steps)) / steps, decay_end=1.0)
+    steps = lr_breaks(spec)[1]
+    return dataclasses.replace(spec, steps=steps, hold=lr_breaks(spec)[0] / steps, decay_end=1.0)
+
+
+def schedules_agree(prefix: RunSpec, spec: RunSpec) -> bool:
+    """Whether ``prefix`` (shorter) trains with ``spec``'s lr on every one of its steps, all else equal: the same
+    held steps and the same step at which the decay ends (at or after the prefix's end)."""
+    same = dataclasses.replace(prefix, steps=spec.steps, hold=spec.hold, decay_end=spec.decay_end) == spec
+    return same and prefix.steps < spec.steps and lr_breaks(prefix) == lr_breaks(spec)
+
+
+def find_prefix_run(spec: RunSpec, output_dir: Path) -> Tuple[RunSpec, Dict[str, Any]] | None:
+    """The longest finished run next to ``spec``'s folder whose schedule agrees with ``spec``'s on all its steps."""
+    found = []
+    names = {f.name for f in dataclasses.fields(RunSpec)}
+    for path in run_dir_of(spec, output_dir).parent.glob("*/run.json"):
+        record = json.loads(path.read_text())
+        candidate = RunSpec(**{k: v for k, v in record.items() if k in names})
+        if record.get("finished") and record.get("key") == candidate.key() and schedules_agree(candidate, spec):
+            found.append((candidate, record))
+    return max(found, key=lambda item: item[0].steps, default=None)
 
 
 def adopt_prefix_run(spec: RunSpec, output_dir: Path) -> Dict[str, Any] | None:
-    """Start ``spec`` from the finished run of :func:`prefix_spec` (its curve and last checkpoint): the lr schedules
-    agree on every step of the prefix, so training on from its end is the run ``spec`` would have been (as a resume
-    is). The adopted segments keep their commits; the new record says where it came from."""
-    prefix = prefix_spec(spec)
-    old = load_record(prefix, output_dir) if prefix else None
-    if not old or not old.get("finished"):
+    """Start ``spec`` from the finished run of :func:`find_prefix_run` (its curve and last checkpoint): the lr
+    schedules agree on every step of the prefix, so training on from its end is the run ``spec`` would have been
+    (as a resume is). The adopted segments keep their commits; the new record says where it came from."""
+    found = find_prefix_run(spec, output_dir)
+    if found is None:
         return None
+    prefix, old = found
     old_dir, new_dir = run_dir_of(prefix, output_dir), run_dir_of(spec, output_dir)
     checkpoint = old_dir / "nerfstudio_models" / f"step-{prefix.steps - 1:09d}.ckpt"
     if old["curve"][-1]["step"] != prefix.steps or not checkpoint.is_file():
