@@ -49,20 +49,43 @@ def load_eval_views(pipeline, split: str = "test", every: int = 10) -> EvalViews
     return EvalViews(split=split, indices=indices, cameras=cameras, images=images)
 
 
+def train_step(trainer, step: int) -> Dict[str, torch.Tensor]:
+    """One training step as nerfstudio's ``Trainer.train`` runs it (callbacks before and after), synchronised on
+    CUDA so that a clock around it measures the step; returns the step's metrics dict."""
+    pipeline = trainer.pipeline
+    pipeline.train()
+    for callback in trainer.callbacks:
+        callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+    _, _, metrics = trainer.train_iteration(step)
+    for callback in trainer.callbacks:
+        callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+    if pipeline.model.device.type == "cuda":
+        torch.cuda.synchronize()
+    return metrics
+
+
+@torch.no_grad()
+def render_view(model, views: EvalViews, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prediction, target), each (H, W, 3): the model's (fine) render of view ``index`` and its image blended with
+    the model's background, as ns-eval compares them."""
+    outputs = model.get_outputs_for_camera(views.cameras[index : index + 1].to(model.device))
+    prediction = outputs["rgb_fine"] if "rgb_fine" in outputs else outputs["rgb"]
+    return prediction, model.renderer_rgb.blend_background(views.images[index].to(model.device))
+
+
+def psnr_db(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    """PSNR in dB of images in [0, 1] (MSE floored at 1e-12)."""
+    mse = torch.mean((prediction - target) ** 2).item()
+    return -10.0 * math.log10(max(mse, 1e-12))
+
+
 @torch.no_grad()
 def evaluate_views(pipeline, views: EvalViews) -> Dict[str, float]:
     """Mean PSNR (dB) over the views, on the full image with the model's background blending."""
     model = pipeline.model
     was_training = model.training
     pipeline.eval()
-    psnrs = []
-    for i, image in enumerate(views.images):
-        camera = views.cameras[i : i + 1].to(model.device)
-        outputs = model.get_outputs_for_camera(camera)
-        prediction = outputs["rgb_fine"] if "rgb_fine" in outputs else outputs["rgb"]
-        target = model.renderer_rgb.blend_background(image.to(model.device))
-        mse = torch.mean((prediction - target) ** 2).item()
-        psnrs.append(-10.0 * math.log10(max(mse, 1e-12)))
+    psnrs = [psnr_db(*render_view(model, views, i)) for i in range(len(views.images))]
     if was_training:
         pipeline.train()
     return {"psnr": sum(psnrs) / len(psnrs), "psnr_per_view": psnrs}
@@ -108,17 +131,9 @@ def _train_arm(
     history: Dict[str, list] = {"step": [], "train_seconds": [], "rays": [], "psnr": [], "step_seconds": []}
     elapsed, rays = 0.0, 0
     steps = config.max_num_iterations
-    cuda = pipeline.model.device.type == "cuda"
     for step in range(steps):
         start = time.perf_counter()
-        pipeline.train()
-        for callback in trainer.callbacks:
-            callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
-        _, _, metrics = trainer.train_iteration(step)
-        for callback in trainer.callbacks:
-            callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
-        if cuda:
-            torch.cuda.synchronize()
+        metrics = train_step(trainer, step)
         seconds = time.perf_counter() - start
         elapsed += seconds
         history["step_seconds"].append(seconds)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -343,10 +342,9 @@ def train_run(spec: RunSpec, output_dir: Path, threads: int = 1, until: int | No
     both clocks; every cost of a training step (INT scoring, eNTK, double backward) is inside. ``until``: stop
     after that many steps, unfinished (as an interrupted session would; the next call continues)."""
     import torch
-    from nerfstudio.engine.callbacks import TrainingCallbackLocation
     from nerfstudio.scripts.train import _set_random_seed
 
-    from benchmarks.nerf_common import evaluate_views, load_eval_views
+    from benchmarks.nerf_common import evaluate_views, load_eval_views, train_step
     from nerf_inr_methods.nerfstudio_plugin.runs import own_event_writers
 
     torch.set_num_threads(threads)
@@ -392,14 +390,7 @@ def train_run(spec: RunSpec, output_dir: Path, threads: int = 1, until: int | No
             record["curve"].append(_point(0, 0.0, 0.0, 0, 0, result))
         for step in range(resume_step or 0, spec.last_step):
             wall_start, cpu_start = time.perf_counter(), time.process_time()
-            pipeline.train()
-            for callback in trainer.callbacks:
-                callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
-            _, _, metrics = trainer.train_iteration(step)
-            for callback in trainer.callbacks:
-                callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
-            if pipeline.model.device.type == "cuda":
-                torch.cuda.synchronize()
+            metrics = train_step(trainer, step)
             wall += time.perf_counter() - wall_start
             cpu += time.process_time() - cpu_start
             rays_trained += int(metrics.get("rays_trained", pipeline.datamanager.get_train_rays_per_batch()))
@@ -445,18 +436,18 @@ def final_metrics(pipeline, views, run_dir: Path) -> Dict[str, Any]:
     import torch
     from torchmetrics.functional.image import structural_similarity_index_measure as ssim_fn
 
+    from benchmarks.nerf_common import psnr_db, render_view
+
     model = pipeline.model
     pipeline.eval()
     psnrs, ssims = [], []
     render_dir = run_dir / "renders"
     render_dir.mkdir(exist_ok=True)
     with torch.no_grad():
-        for i, image in enumerate(views.images):
-            outputs = model.get_outputs_for_camera(views.cameras[i : i + 1].to(model.device))
-            prediction = (outputs["rgb_fine"] if "rgb_fine" in outputs else outputs["rgb"]).clamp(0, 1)
-            target = model.renderer_rgb.blend_background(image.to(model.device))
-            mse = torch.mean((prediction - target) ** 2).item()
-            psnrs.append(-10.0 * math.log10(max(mse, 1e-12)))
+        for i in range(len(views.images)):
+            prediction, target = render_view(model, views, i)
+            prediction = prediction.clamp(0, 1)
+            psnrs.append(psnr_db(prediction, target))
             nchw = lambda x: x.permute(2, 0, 1)[None]  # noqa: E731
             ssims.append(float(ssim_fn(nchw(prediction), nchw(target), data_range=1.0)))
             iio.imwrite(render_dir / f"{views.split}_{views.indices[i]:03d}.png", _to_uint8(prediction))
@@ -750,8 +741,8 @@ def mesh_run(record: Dict[str, Any]) -> Dict[str, Any]:
             return cached
     out: Dict[str, Any] = {"key": record["key"], "settings": "inr-mesh defaults (--coordinates model)"}
     try:
-        path = ExportMesh(load_config=run_dir / "config.yml", output_path=run_dir / "mesh.ply", coordinates="model")
-        mesh_path = path.main()
+        export = ExportMesh(load_config=run_dir / "config.yml", output_path=run_dir / "mesh.ply", coordinates="model")
+        mesh_path = export.main()
     except ValueError as error:
         out.update(ok=False, error=str(error))
     else:
@@ -779,10 +770,9 @@ def mesh_views(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import trimesh
     from nerfstudio.data.datasets.base_dataset import InputDataset
 
-    from nerf_inr_methods.demo import draw_mesh, spread_indices
+    from nerf_inr_methods.demo import draw_mesh, load_mesh_for_drawing, spread_indices
     from nerf_inr_methods.safe_io import load_run_config
 
     runs = [r for r in records if meshes.get(r["key"], {}).get("ok")]
@@ -802,9 +792,7 @@ def mesh_views(
         ax.set_title(f"ground truth, test view {view}", fontsize=8)
         ax.axis("off")
     for row, record in zip(axes[1:], runs, strict=True):
-        mesh = trimesh.load(meshes[record["key"]]["path"], process=False, force="mesh")
-        vertices, faces = np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64)
-        colors = np.asarray(mesh.visual.vertex_colors, dtype=np.float64)[:, :3][faces].mean(axis=1) / 255.0
+        vertices, faces, colors = load_mesh_for_drawing(Path(meshes[record["key"]]["path"]))
         for ax, view in zip(row, views, strict=True):
             draw_mesh(ax, vertices, faces, colors, cameras[view : view + 1], scale=2)
             ax.set_title(f"{record['arm']} mesh ({len(faces)} faces)", fontsize=8)

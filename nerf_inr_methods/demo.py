@@ -24,7 +24,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import tyro
@@ -195,6 +195,26 @@ def draw_mesh(ax: Any, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarr
     return len(faces)
 
 
+def load_mesh_for_drawing(
+    mesh_path: Path, to_model: np.ndarray | None = None
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vertices (V, 3) mapped by ``to_model`` (4, 4) when given, faces (F, 3), face colours (F, 3) in [0, 1]: the
+    mean of their vertex colours, light grey without them) of a mesh file, as :func:`draw_mesh` takes them."""
+    import trimesh
+
+    mesh = trimesh.load(mesh_path, process=False, force="mesh")
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    if to_model is not None:
+        vertices = vertices @ to_model[:3, :3].T + to_model[:3, 3]
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    vertex_colors = getattr(mesh.visual, "vertex_colors", None)
+    if vertex_colors is not None and len(vertex_colors) == len(vertices):
+        colors = np.asarray(vertex_colors, dtype=np.float64)[:, :3][faces].mean(axis=1) / 255.0
+    else:
+        colors = np.full((len(faces), 3), 0.75)
+    return vertices, faces, colors
+
+
 def save_mesh_views(
     mesh_path: Path, to_model: np.ndarray, cameras: Sequence[Any], indices: Sequence[int], path: Path
 ) -> Path:
@@ -206,21 +226,13 @@ def save_mesh_views(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import trimesh
 
-    mesh = trimesh.load(mesh_path, process=False, force="mesh")
-    vertices = np.asarray(mesh.vertices, dtype=np.float64) @ to_model[:3, :3].T + to_model[:3, 3]
-    faces = np.asarray(mesh.faces, dtype=np.int64)
-    vertex_colors = getattr(mesh.visual, "vertex_colors", None)
-    if vertex_colors is not None and len(vertex_colors) == len(vertices):
-        colors = np.asarray(vertex_colors, dtype=np.float64)[:, :3][faces].mean(axis=1) / 255.0
-    else:
-        colors = np.full((len(faces), 3), 0.75)
+    vertices, faces, colors = load_mesh_for_drawing(mesh_path, to_model)
     fig, axes = plt.subplots(1, len(cameras), figsize=(3.0 * len(cameras), 3.2), squeeze=False)
     for ax, camera, index in zip(axes[0], cameras, indices, strict=True):
         draw_mesh(ax, vertices, faces, colors, camera, scale=4)
         ax.set_title(f"mesh from test view {index}", fontsize=10)
-    fig.suptitle(f"{mesh_path.name}: {len(mesh.vertices)} vertices, {len(faces)} faces", fontsize=10)
+    fig.suptitle(f"{mesh_path.name}: {len(vertices)} vertices, {len(faces)} faces", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
