@@ -12,6 +12,10 @@ The statistics, verdicts, tables and JSON writing live in :mod:`nerf_inr_methods
 
 Benchmark-side helpers shared by the scripts:
 
+- :class:`BenchmarkOptions`: the options every benchmark has (``--quick``, ``--threads``, ``--out``,
+  ``--results-dir``), the base of each benchmark's tyro Config dataclass (the flags stay flat);
+  :func:`parse`: a benchmark's options from the command line, resolved, threads set.
+- :func:`log`: a progress line, flushed at once.
 - :func:`finish`: the results epilogue of every benchmark (payload header, JSON, summary line, where it went).
 - :func:`config_dict`: a run's options (tyro dataclass) as a JSON-able dict.
 - :func:`load_image` / :func:`pixel_grid`: the scikit-image sample photos of the image benchmarks, pixel grids.
@@ -23,13 +27,16 @@ The benchmarks are modules of the ``benchmarks`` package: run them from the repo
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+import tyro
 from torch import Tensor
 
 from nerf_inr_methods.reporting import (
@@ -49,6 +56,7 @@ from nerf_inr_methods.reporting import (
 __all__ = [
     "NOT_RESOLVABLE",
     "RESULTS_DIR",
+    "BenchmarkOptions",
     "band_energy",
     "command_line",
     "config_dict",
@@ -57,9 +65,11 @@ __all__ = [
     "finish",
     "fmt_pm",
     "load_image",
+    "log",
     "markdown_table",
     "mean_std",
     "paired_stats",
+    "parse",
     "pixel_grid",
     "plateau_gain",
     "time_to_target",
@@ -69,6 +79,73 @@ __all__ = [
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 """Where benchmarks write their JSON (``benchmarks/results/``)."""
+
+
+Options = TypeVar("Options", bound="BenchmarkOptions")
+"""A benchmark's Config class (a :class:`BenchmarkOptions`)."""
+
+
+@dataclass
+class BenchmarkOptions:
+    """Options of every benchmark: the smoke switch, torch threads and where the results JSON goes.
+
+    Each benchmark's Config dataclass derives from this one, so the flags stay flat (``--quick``, ``--threads``,
+    ``--out``, ``--results-dir``); what ``--quick`` shrinks is said in the Config's description."""
+
+    quick: bool = False
+    """Smoke run of a few minutes at small sizes (see the description above)."""
+    threads: int = 1
+    """torch intra-op threads per training process (1: far steadier clocks on a shared machine; 0: torch's)."""
+    out: str | None = None
+    """Results file stem (default: the benchmark's name, with _quick for --quick)."""
+    results_dir: Path | None = None
+    """Folder of the results JSON (default benchmarks/results/)."""
+
+    def resolved(self: Options) -> Options:
+        """A copy with the defaults of the full or quick run filled in and the inputs checked (benchmarks override
+        this; here: the options as given)."""
+        return self
+
+    def with_run_defaults(self: Options, benchmark: str, **defaults: tuple[Any, Any]) -> Options:
+        """A copy with ``--out`` resolved (:meth:`results_stem`) and each option left at None set to its default.
+
+        Args:
+            benchmark: the benchmark's name (the default results stem).
+            defaults: ``name=(full run's value, quick run's value)``.
+        """
+        chosen = {
+            name: pair[1] if self.quick else pair[0] for name, pair in defaults.items() if getattr(self, name) is None
+        }
+        return dataclasses.replace(self, out=self.results_stem(benchmark), **chosen)
+
+    def results_stem(self, benchmark: str) -> str:
+        """``--out``, or the default stem: ``benchmark`` (``<benchmark>_quick`` with --quick)."""
+        return self.out or (f"{benchmark}_quick" if self.quick else benchmark)
+
+    def use_threads(self) -> None:
+        """Set this process's torch intra-op threads to ``--threads`` (0: leave torch's default)."""
+        if self.threads < 0:
+            raise ValueError(f"--threads must be >= 0 (0: torch's default), got {self.threads}")
+        if self.threads:
+            torch.set_num_threads(self.threads)
+
+
+def parse(config_class: type[Options], argv: Sequence[str] | None = None, description: str | None = None) -> Options:
+    """A benchmark's options from ``argv`` (default: the command line), resolved, with torch's threads set.
+
+    Args:
+        config_class: the benchmark's Config dataclass (a :class:`BenchmarkOptions`).
+        argv: the arguments (None: ``sys.argv[1:]``).
+        description: the ``--help`` description (None: the class docstring).
+    """
+    options = tyro.cli(config_class, args=argv, description=description).resolved()
+    options.use_threads()
+    return options
+
+
+def log(message: str) -> None:
+    """Print a progress line at once (benchmarks run for minutes, often with their output sent to a file)."""
+    print(message, flush=True)
 
 
 def write_results(name: str, payload: dict[str, Any], results_dir: Path | None = None) -> Path:
@@ -95,30 +172,24 @@ def config_dict(config: Any) -> dict[str, Any]:
 
 def finish(
     benchmark: str,
-    config: Any,
+    config: BenchmarkOptions,
     results: dict[str, Any],
     summary_line: str,
     *,
-    out: str,
-    results_dir: Path | None = None,
     start: float | None = None,
-    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """The epilogue of a benchmark: assemble the payload, write the JSON, print the summary line and the path.
 
     The payload is ``benchmark``, ``command``, ``config`` (:func:`config_dict`), ``environment``, then
     ``results`` in their order, ``summary_line`` and, when ``start`` (a ``time.perf_counter()`` value) is given,
-    ``benchmark_wall_seconds``.
+    ``benchmark_wall_seconds``. It goes to ``<config.results_dir>/<config.results_stem(benchmark)>.json``.
 
     Args:
         benchmark: the benchmark's name (e.g. ``"int_nerf"``).
-        config: the resolved options of the run (a dataclass).
+        config: the resolved options of the run.
         results: the benchmark's own entries (runs, statistics, summary).
         summary_line: the one-line ``SUMMARY <benchmark> ...`` verdict.
-        out: results file stem (see :func:`write_results`).
-        results_dir: folder of the JSON (default ``benchmarks/results/``).
         start: ``time.perf_counter()`` at the start of the benchmark (None: no wall-clock entry).
-        log: where the lines go.
 
     Returns:
         The payload written.
@@ -135,7 +206,7 @@ def finish(
     if start is not None:
         payload["benchmark_wall_seconds"] = time.perf_counter() - start
         wall = f"; benchmark wall-clock {payload['benchmark_wall_seconds']:.0f} s"
-    path = write_results(out, payload, results_dir)
+    path = write_results(config.results_stem(benchmark), payload, config.results_dir)
     log("")
     log(summary_line)
     log(f"(raw numbers: {path}{wall})")

@@ -44,13 +44,11 @@ import statistics
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import tyro
 from torch import Tensor, nn
 
 from benchmarks import common
@@ -73,97 +71,56 @@ COMPARISONS: tuple[tuple[str, str], ...] = (
 """(method, baseline) pairs reported with paired statistics."""
 
 
-@dataclass
-class Config:
-    """Sizes of one benchmark run."""
+LR_GRIDS: dict[str, tuple[float, ...]] = {
+    "adam": (1e-4, 3e-4, 1e-3),
+    "esgd": (0.05, 0.15, 0.45),
+    "esgd-g2": (1e-4, 3e-4, 1e-3),
+    "esgd-official": (0.05, 0.15, 0.45),
+    "esgd-official-g2": (1e-4, 3e-4, 1e-3),
+}
+"""Initial learning-rate grid per optimizer (x3 spacing; Adam's holds the official code's 1e-4, ESGD's 0.15)."""
 
-    size: int = 96
-    """Image side in pixels after downscaling."""
-    width: int = 128
-    """Hidden width of the Gaussian MLP."""
+
+@dataclass
+class EsgdImageConfig(common.BenchmarkOptions):
+    """ESGD positive control: a Gaussian-activation MLP fitting a photograph, ESGD vs Adam vs the g^2 ablation
+    (--quick: a ~1-2 min smoke version, small image and network)."""
+
+    size: int | None = None
+    """Image side in pixels after downscaling (default 96; quick 32)."""
+    width: int | None = None
+    """Hidden width of the Gaussian MLP (default 128; quick 64)."""
     depth: int = 4
     """Number of hidden (Gaussian) layers."""
     sigma: float = 0.05
     """Gaussian activation width (images: 0.05)."""
-    batch: int = 512
-    """Pixels per step (0 = full batch)."""
-    steps: int = 3000
-    """Optimisation steps per run."""
-    eval_every: int = 50
-    """Evaluate full-image PSNR every this many steps (and at the last step)."""
+    batch: int | None = None
+    """Pixels per step (0 = full batch; default 512; quick 256)."""
+    steps: int | None = None
+    """Optimisation steps per run (default 3000; quick 600)."""
+    eval_every: int | None = None
+    """Evaluate full-image PSNR every this many steps, and at the last step (default 50; quick 20)."""
     final_window: float = 0.1
     """Final PSNR = mean of the evaluations in this last fraction of steps."""
-    seeds: tuple[int, ...] = (0, 1, 2)
-    """Paired seeds on the test image (network init, pixel order, ESGD's Rademacher vectors)."""
+    seeds: int = 3
+    """Number of paired seeds 0..n-1 on the test image (network init, pixel order, ESGD's Rademacher vectors; >= 3
+    for the protocol)."""
     tune_seed: int = 1000
     """Seed of the lr-tuning runs on the validation image."""
-    lr_grids: dict[str, tuple[float, ...]] = field(
-        default_factory=lambda: {
-            "adam": (1e-4, 3e-4, 1e-3),
-            "esgd": (0.05, 0.15, 0.45),
-            "esgd-g2": (1e-4, 3e-4, 1e-3),
-            "esgd-official": (0.05, 0.15, 0.45),
-            "esgd-official-g2": (1e-4, 3e-4, 1e-3),
-        }
-    )
-    """Initial learning-rate grid per optimizer (x3 spacing; Adam's holds the official code's 1e-4, ESGD's 0.15)."""
     max_extensions: int = 2
-    """How many times a grid may be extended by one x3 step while its best lr is on an edge."""
-    threads: int = 1
-    """torch intra-op threads."""
+    """How many times a grid of LR_GRIDS may be extended by one x3 step while its best lr is on an edge."""
 
-
-QUICK = dict(size=32, width=64, depth=4, batch=256, steps=600, eval_every=20)
-
-
-@dataclass
-class EsgdImageArgs:
-    """ESGD positive control: a Gaussian-activation MLP fitting a photograph, ESGD vs Adam vs the g^2 ablation.
-
-    Options left at None keep the :class:`Config` value of the full (or, with --quick, the quick) run."""
-
-    quick: bool = False
-    """~1-2 min smoke version (small image and network)."""
-    size: int | None = None
-    """Image side in pixels."""
-    width: int | None = None
-    """Hidden width."""
-    depth: int | None = None
-    """Number of hidden layers."""
-    steps: int | None = None
-    """Optimisation steps per run."""
-    batch: int | None = None
-    """Pixels per step (0 = full batch)."""
-    eval_every: int | None = None
-    """Evaluation interval in steps."""
-    seeds: int | None = None
-    """Number of paired seeds 0..n-1 (>= 3 for the protocol)."""
-    threads: int = 1
-    """torch intra-op threads."""
-    results_dir: Path | None = None
-    """Where to write the JSON (default benchmarks/results/)."""
-
-    def config(self) -> Config:
-        """The run's :class:`Config`: the full or quick sizes with the given options on top (checked)."""
-        cfg = Config(**QUICK) if self.quick else Config()
-        for name in ("size", "width", "depth", "steps", "eval_every"):
-            val = getattr(self, name)
-            if val is not None:
-                if val < 1:
-                    raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {val}")
-                setattr(cfg, name, val)
-        if self.batch is not None:
-            if self.batch < 0:
-                raise ValueError(f"--batch must be >= 0 (0 = full batch), got {self.batch}")
-            cfg.batch = self.batch
-        if self.seeds is not None:
-            if self.seeds < 1:
-                raise ValueError(f"--seeds must be >= 1, got {self.seeds}")
-            cfg.seeds = tuple(range(self.seeds))
-        if self.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {self.threads}")
-        cfg.threads = self.threads
-        return cfg
+    def resolved(self) -> EsgdImageConfig:
+        """A copy with the sizes of the full or quick run filled in and the inputs checked."""
+        c = self.with_run_defaults(
+            "esgd_image", size=(96, 32), width=(128, 64), batch=(512, 256), steps=(3000, 600), eval_every=(50, 20)
+        )
+        for name in ("size", "width", "depth", "steps", "eval_every", "seeds"):
+            if getattr(c, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(c, name)}")
+        if c.batch < 0:
+            raise ValueError(f"--batch must be >= 0 (0 = full batch), got {c.batch}")
+        return c
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -202,7 +159,7 @@ def make_optimizer(kind: str, params: Any, lr: float, seed: int) -> torch.optim.
     )
 
 
-def run_one(kind: str, lr: float, seed: int, coords: Tensor, colors: Tensor, cfg: Config) -> dict[str, Any]:
+def run_one(kind: str, lr: float, seed: int, coords: Tensor, colors: Tensor, cfg: EsgdImageConfig) -> dict[str, Any]:
     """Train one network; return its PSNR curve, clock and cost breakdown."""
     torch.manual_seed(seed)
     net: nn.Module = make_mlp(2, 3, cfg.width, cfg.depth, "gaussian", sigma=cfg.sigma)
@@ -270,7 +227,7 @@ def reach(run: dict[str, Any], target: float) -> tuple[float | None, float | Non
     return steps, secs
 
 
-def tune_lr(kind: str, cfg: Config, coords: Tensor, colors: Tensor) -> tuple[float, dict[float, float], bool]:
+def tune_lr(kind: str, cfg: EsgdImageConfig, coords: Tensor, colors: Tensor) -> tuple[float, dict[float, float], bool]:
     """Grid search (with edge extension) of ``kind``'s lr on the validation image.
 
     Returns:
@@ -283,7 +240,7 @@ def tune_lr(kind: str, cfg: Config, coords: Tensor, colors: Tensor) -> tuple[flo
         scores[lr] = r["final_psnr"] if math.isfinite(r["final_psnr"]) else -math.inf
         print(f"[tune] {kind:16s} lr={lr:<8.3g} validation final PSNR {r['final_psnr']:.2f} dB", flush=True)
 
-    for lr in cfg.lr_grids[kind]:
+    for lr in LR_GRIDS[kind]:
         score(lr)
     for _ in range(cfg.max_extensions):
         grid = sorted(scores)
@@ -316,9 +273,7 @@ def _cell_reach(xs: list[float | None], digits: int) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; print the tables and summary; write the JSON. Returns the JSON payload."""
-    args = tyro.cli(EsgdImageArgs, args=argv)
-    cfg = args.config()
-    torch.set_num_threads(cfg.threads)
+    cfg = common.parse(EsgdImageConfig, argv)
     wall_start = time.perf_counter()
 
     # 1. lr tuning on the validation image
@@ -333,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # 2. paired seeds on the test image, optimizers interleaved per seed
     coords, colors = load_image("astronaut", cfg.size)
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in OPTIMIZERS}
-    for seed in cfg.seeds:
+    for seed in range(cfg.seeds):
         for kind in OPTIMIZERS:
             r = run_one(kind, best_lr[kind], seed, coords, colors, cfg)
             runs[kind].append(r)
@@ -386,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print()
     print(
         f"ESGD positive control: Gaussian MLP (sigma {cfg.sigma}, {cfg.depth}x{cfg.width}, no PE) on astronaut "
-        f"{cfg.size}x{cfg.size}, {batch_txt}, {cfg.steps} steps, seeds {list(cfg.seeds)}, {cfg.threads} "
+        f"{cfg.size}x{cfg.size}, {batch_txt}, {cfg.steps} steps, seeds {list(range(cfg.seeds))}, {cfg.threads} "
         "thread(s), shared machine. Final PSNR = mean over the last 10% of steps."
     )
     print("lr tuned on chelsea (validation final PSNR per lr, dB):")
@@ -453,8 +408,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     payload = {
         "benchmark": "esgd_image",
-        "quick": bool(args.quick),
-        "config": asdict(cfg),
+        "quick": bool(cfg.quick),
+        "config": {**common.config_dict(cfg), "seeds": list(range(cfg.seeds)), "lr_grids": LR_GRIDS},
         "command": common.command_line(),
         "environment": common.environment_info(),
         "wall_clock_total_s": time.perf_counter() - wall_start,
@@ -467,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "summary": summary,
         "runs": runs,
     }
-    path = common.write_results("esgd_image_quick" if args.quick else "esgd_image", payload, args.results_dir)
+    path = common.write_results(cfg.results_stem("esgd_image"), payload, cfg.results_dir)
     print(f"wrote {path} ({payload['wall_clock_total_s']:.0f} s wall clock)")
     return payload
 

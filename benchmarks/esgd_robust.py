@@ -44,7 +44,7 @@ import tyro
 from torch import Tensor, nn
 
 from benchmarks import common
-from benchmarks.common import fmt_pm, markdown_table, mean_std, paired_stats, time_to_target, verdict
+from benchmarks.common import fmt_pm, log, markdown_table, mean_std, paired_stats, time_to_target, verdict
 from benchmarks.esgd_image import load_image
 from nerf_inr_methods.coordfit import optimization_step, predict, psnr_from_mse
 from nerf_inr_methods.core.esgd import RECIPES, ESGDConfig
@@ -101,8 +101,9 @@ TARGET_STEP_RATIO, TARGET_TIME_RATIO = 0.6, 0.8
 
 
 @dataclass
-class EsgdRobustConfig:
-    """Robust ESGD vs Adam on a 256 px photograph (Gaussian MLP 4x256, batches of 512 pixels, 5 seeds)."""
+class EsgdRobustConfig(common.BenchmarkOptions):
+    """Robust ESGD vs Adam on a 256 px photograph (Gaussian MLP 4x256, batches of 512 pixels, 5 seeds; --quick: 32 px,
+    width 32, 40 steps, 2 seeds, written to a temporary folder unless --results-dir is given)."""
 
     size: int = 256
     """Image side in pixels."""
@@ -140,12 +141,6 @@ class EsgdRobustConfig:
     """Seed of the tuning runs (not a test seed)."""
     lr: Dict[str, float] = field(default_factory=dict)
     """Skip tuning: arm -> lr (e.g. from an earlier run)."""
-    threads: int = 1
-    """torch intra-op threads."""
-    quick: bool = False
-    """Smoke run: 32 px, width 32, 40 steps, 2 seeds, written to a temporary folder unless results_dir is set."""
-    results_dir: Path | None = None
-    """Folder of the JSON (None: benchmarks/results/, or a temporary folder with --quick)."""
 
 
 QUICK = dict(size=32, width=32, batch=64, steps=40, eval_every=10, seeds=(0, 1), tune_steps=20)
@@ -352,11 +347,8 @@ def main(cfg: EsgdRobustConfig) -> Dict[str, Any]:
         raise ValueError(f"--arms must include adam and name arms from {tuple(ARMS)}, got {cfg.arms}")
     if cfg.size < 8 or cfg.batch < 1 or cfg.batch > cfg.size**2 or cfg.steps < 1 or cfg.eval_every < 1:
         raise ValueError("--size >= 8, 1 <= --batch <= size^2, --steps >= 1 and --eval-every >= 1 are required")
-    torch.set_num_threads(cfg.threads)
+    cfg.use_threads()
     start = time.perf_counter()
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
 
     arms = list(cfg.arms)
     best_lr, tuning = tune(cfg, arms, log)
@@ -444,7 +436,7 @@ def main(cfg: EsgdRobustConfig) -> Dict[str, Any]:
     results_dir = cfg.results_dir
     if results_dir is None and cfg.quick:
         results_dir = Path(tempfile.mkdtemp(prefix="esgd_robust_quick_"))
-    path = common.write_results("esgd_robust_quick" if cfg.quick else "esgd_robust", payload, results_dir)
+    path = common.write_results(cfg.results_stem("esgd_robust"), payload, results_dir)
     log(f"wrote {path} ({payload['wall_clock_total_s']:.0f} s wall clock)")
     return payload
 

@@ -50,7 +50,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 import tyro
 
 from benchmarks import common
-from benchmarks.common import RESULTS_DIR, finish, fmt_pm, markdown_table, mean_std, paired_stats, verdict
+from benchmarks.common import RESULTS_DIR, finish, fmt_pm, log, markdown_table, mean_std, paired_stats, verdict
 from benchmarks.nerf_common import MIC, MIC_100PX
 
 ARMS = ("adam", "esgd", "esgd-robust", "esgd-g2", "vanilla")
@@ -93,7 +93,8 @@ def run_task(task: Dict[str, Any]) -> Dict[str, Any]:
 
     from benchmarks.nerf_common import train_arm
 
-    torch.set_num_threads(task["threads"])
+    if task["threads"]:  # 0: torch's default
+        torch.set_num_threads(task["threads"])
     label = f"[{task['phase']} {task['arm']} lr {task['lr']} seed {task['seed']}]"
     with tempfile.TemporaryDirectory(prefix=f"gauss_esgd_{task['arm']}_") as tmp:
         config = arm_config(task["arm"], task["lr"], task["seed"], task["steps"], Path(tmp), Path(task["data"]))
@@ -211,8 +212,10 @@ def image_control_summary() -> str | None:
 
 
 @dataclass
-class GaussEsgdConfig:
-    """gauss-nerf on mic at 100 px: Adam vs official and robust ESGD vs the g^2 ablation, vanilla NeRF as reference."""
+class GaussEsgdConfig(common.BenchmarkOptions):
+    """gauss-nerf on mic at 100 px: Adam vs official and robust ESGD vs the g^2 ablation, vanilla NeRF as reference
+    (--quick: 30 steps, 1 seed, 10 tuning steps without extensions, 1 view; written to a temporary folder unless
+    --results-dir is given)."""
 
     data: Path = MIC
     """Blender scene folder."""
@@ -238,14 +241,6 @@ class GaussEsgdConfig:
     """Skip tuning these arms: arm -> lr (e.g. esgd-robust 1 adam 0.0045)."""
     jobs: int = 2
     """Runs trained at once (separate processes)."""
-    threads: int = 1
-    """Torch threads per run (1: steadier clocks when shared)."""
-    quick: bool = False
-    """Smoke run: 30 steps, 1 seed, 10 tuning steps without extensions, 1 view; written to a temporary folder."""
-    out: str | None = None
-    """Results file stem (None: gauss_esgd, or gauss_esgd_quick with --quick)."""
-    results_dir: Path | None = None
-    """Folder of the JSON (None: benchmarks/results/, or a temporary folder with --quick)."""
 
 
 QUICK = dict(steps=30, eval_every=10, view_every=200, seeds=(0,), vanilla_seeds=(0,), tune_steps=10, max_extensions=0)
@@ -256,7 +251,7 @@ def main(args: GaussEsgdConfig) -> Dict[str, Any]:
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
-    args.out = args.out or ("gauss_esgd_quick" if args.quick else "gauss_esgd")
+    args.out = args.results_stem("gauss_esgd")
     if args.results_dir is None and args.quick:
         args.results_dir = Path(tempfile.mkdtemp(prefix="gauss_esgd_quick_"))
     if "adam" not in args.arms or any(a not in ARMS for a in args.arms):
@@ -267,9 +262,6 @@ def main(args: GaussEsgdConfig) -> Dict[str, Any]:
         raise ValueError(f"--lr names arms to skip tuning, from {TUNED}; got {sorted(args.lr)}")
     fixed: Dict[str, float] = {arm: float(value) for arm, value in args.lr.items()}
     args.tune_arms = [a for a in args.arms if a in TUNED and a not in fixed]
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
 
     start = time.perf_counter()
     log(
@@ -385,9 +377,7 @@ def main(args: GaussEsgdConfig) -> Dict[str, Any]:
         "runs": {str(seed): seed_runs for seed, seed_runs in runs.items()},
         "summary": summary,
     }
-    return finish(
-        "gauss_esgd", args, results, summary_line, out=args.out, results_dir=args.results_dir, start=start, log=log
-    )
+    return finish("gauss_esgd", args, results, summary_line, start=start)
 
 
 if __name__ == "__main__":

@@ -31,20 +31,19 @@ Usage:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, List
 
 import numpy as np
 import torch
-import tyro
 from torch import Tensor, nn
 
 from benchmarks import common
-from benchmarks.common import RESULTS_DIR, band_energy, eigen_bands, load_image, pixel_grid
+from benchmarks.common import band_energy, eigen_bands, load_image, pixel_grid
 from nerf_inr_methods.coordfit import fit, predict, psnr_from_mse
 from nerf_inr_methods.core.entk import empirical_ntk
 from nerf_inr_methods.core.iga import IGAAdjust
@@ -168,11 +167,10 @@ def make_probe(seed: int, image: Tensor, args: IgaImageConfig) -> dict[str, Any]
 
 # ----------------------------------------------------------------------------------------------- main
 @dataclass
-class IgaImageConfig:
-    """IGA positive control: ReLU+PE MLP fitting astronaut, IGA vs MSE (and the S = I ablation)."""
+class IgaImageConfig(common.BenchmarkOptions):
+    """IGA positive control: ReLU+PE MLP fitting astronaut, IGA vs MSE (and the S = I ablation) (--quick: ~2 min,
+    tiny image, few steps)."""
 
-    quick: bool = False
-    """~2 min smoke run (tiny image, few steps)."""
     size: int | None = None
     """Image side in pixels (default 64; quick 32)."""
     patch: int | None = None
@@ -201,32 +199,18 @@ class IgaImageConfig:
     """Probe pixels for the eigen-decay (default 512; quick 128)."""
     tag: str = ""
     """Suffix of the JSON name (iga_image_<tag>.json) for non-default runs."""
-    results_dir: Path = RESULTS_DIR
-    """Folder of the results JSON."""
-    threads: int = 1
-    """torch intra-op threads (1: on a shared, oversubscribed CPU more is slower)."""
 
     def resolved(self) -> IgaImageConfig:
         """A copy with the defaults of the full or quick run filled in and the inputs checked."""
-        quick = self.quick
-        defaults = {
-            "size": (64, 32),
-            "patch": (4, 4),
-            "end": (20, 8),
-            "steps": (700, 120),
-            "width": (128, 64),
-            "probe": (512, 128),
-        }
-        c = IgaImageConfig(**{**vars(self), "lrs": list(self.lrs)})
-        for key, (full, small) in defaults.items():
-            if getattr(c, key) is None:
-                setattr(c, key, small if quick else full)
-        if c.eval_every is None:
-            c.eval_every = max(1, c.steps // 10)
-        if len(c.lrs) < 3 and not quick:
+        c = self.with_run_defaults(
+            "iga_image", size=(64, 32), patch=(4, 4), end=(20, 8), steps=(700, 120), width=(128, 64), probe=(512, 128)
+        )
+        eval_every = c.eval_every if c.eval_every is not None else max(1, c.steps // 10)
+        c = dataclasses.replace(c, lrs=list(c.lrs), eval_every=eval_every)
+        if len(c.lrs) < 3 and not c.quick:
             raise ValueError(f"--lrs: the protocol needs a grid of at least 3 values, got {c.lrs}")
-        if c.seeds < 1 or c.steps < 10 or not 0 < c.decay_at <= 1 or c.threads < 1:
-            raise ValueError("--seeds >= 1, --steps >= 10, 0 < --decay-at <= 1 and --threads >= 1 are required")
+        if c.seeds < 1 or c.steps < 10 or not 0 < c.decay_at <= 1:
+            raise ValueError("--seeds >= 1, --steps >= 10 and 0 < --decay-at <= 1 are required")
         n_groups = (c.size // c.patch) ** 2
         if c.end >= n_groups:
             raise ValueError(f"--end {c.end} must be < number of patches {n_groups}")
@@ -235,8 +219,7 @@ class IgaImageConfig:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse ``argv`` (default: the command line), run the benchmark, write the JSON; returns its payload."""
-    args = tyro.cli(IgaImageConfig, args=argv).resolved()
-    torch.set_num_threads(args.threads)
+    args = common.parse(IgaImageConfig, argv)
     t_start = time.perf_counter()
     val_image = load_image("chelsea", args.size)
     test_image = load_image("astronaut", args.size)
@@ -348,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "verdict_identity": v_id,
         "summary": summary,
     }
-    name = "iga_image_quick" if args.quick else "iga_image"
+    name = args.results_stem("iga_image")
     path = common.write_results(f"{name}_{args.tag}" if args.tag else name, payload, args.results_dir)
     print(f"(raw numbers: {path}; machine shared with other jobs)")
     return payload

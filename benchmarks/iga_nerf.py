@@ -43,16 +43,17 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
 import torch
-import tyro
 from torch import Tensor
 
 import benchmarks.nerf_common as nerf_common
+from benchmarks import common
 from benchmarks.common import (
     RESULTS_DIR,
     band_energy,
     eigen_bands,
     finish,
     fmt_pm,
+    log,
     markdown_table,
     paired_stats,
     verdict,
@@ -69,11 +70,10 @@ MAX_OVERHEAD = 0.15
 
 
 @dataclass
-class IgaNerfConfig:
-    """IGA on NeRF: vanilla NeRF vs iga-nerf (and IGA's S = I control) on Blender mic at 100 px, CPU preset."""
+class IgaNerfConfig(common.BenchmarkOptions):
+    """IGA on NeRF: vanilla NeRF vs iga-nerf (and IGA's S = I control) on Blender mic at 100 px, CPU preset
+    (--quick: 12 steps, 1 seed, no lr tuning, 1 view)."""
 
-    quick: bool = False
-    """Smoke run: 12 steps, 1 seed, no lr tuning, 1 view."""
     data: Path = MIC
     """Blender scene folder."""
     steps: int | None = None
@@ -98,27 +98,18 @@ class IgaNerfConfig:
     """Seed of the probe pixels."""
     identity_seeds: int = 1
     """Seeds on which the S = I control also runs."""
-    threads: int = 1
-    """torch threads (1: steadier clocks on a shared machine)."""
-    out: str | None = None
-    """Results file stem (default iga_nerf[_quick])."""
-    results_dir: Path = RESULTS_DIR
-    """Folder of the results JSON."""
 
     def resolved(self) -> IgaNerfConfig:
         """A copy with the defaults of the full or quick run filled in and the inputs checked."""
-        quick = self.quick
-        steps = self.steps or (12 if quick else 300)
-        c = dataclasses.replace(
-            self,
-            steps=steps,
-            tune_steps=self.tune_steps or steps,
-            seeds=self.seeds or (1 if quick else 3),
-            lrs=list(self.lrs or ([5e-4] if quick else [2.5e-4, 5e-4, 1e-3])),
-            view_every=self.view_every or (200 if quick else 100),
-            probe=self.probe or (64 if quick else 256),
-            out=self.out or ("iga_nerf_quick" if quick else "iga_nerf"),
+        c = self.with_run_defaults(
+            "iga_nerf",
+            steps=(300, 12),
+            seeds=(3, 1),
+            lrs=([2.5e-4, 5e-4, 1e-3], [5e-4]),
+            view_every=(100, 200),
+            probe=(256, 64),
         )
+        c = dataclasses.replace(c, tune_steps=c.tune_steps or c.steps, lrs=list(c.lrs))
         if c.steps < 2 or c.seeds < 1 or c.end < 1 or c.probe <= c.end + 1:
             raise ValueError("--steps >= 2, --seeds >= 1, --end >= 1 and --probe > --end + 1 are required")
         if not c.data.is_dir():
@@ -277,13 +268,8 @@ def positive_control() -> Dict[str, Any] | None:
 
 def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     """Parse ``argv`` (default: the command line), run the benchmark, write the JSON; returns its payload."""
-    args = tyro.cli(IgaNerfConfig, args=argv).resolved()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = common.parse(IgaNerfConfig, argv)
     t0 = time.perf_counter()
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
 
     log(
         f"iga_nerf: {args.data.name} at 100 px, CPU preset, {args.steps} steps, {args.seeds} seed(s), end {args.end}, "
@@ -418,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
         "vanilla_gain_last_20pct_db": plateau["vanilla"],
         "positive_control": control,
     }
-    return finish("iga_nerf", args, results, summary, out=args.out, results_dir=args.results_dir, start=t0, log=log)
+    return finish("iga_nerf", args, results, summary, start=t0)
 
 
 if __name__ == "__main__":

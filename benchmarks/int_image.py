@@ -25,16 +25,14 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, List, Literal
 
 import numpy as np
 import torch
-import tyro
 from torch import Tensor
 
 from benchmarks import common
-from benchmarks.common import finish, fmt_pm, markdown_table, paired_stats, verdict
+from benchmarks.common import finish, fmt_pm, log, markdown_table, paired_stats, verdict
 from nerf_inr_methods.coordfit import FitHistory, fit_iter, predict, psnr_from_mse
 from nerf_inr_methods.core.int_selection import IntervalKind, IntSchedule, RatioKind
 from nerf_inr_methods.core.mlp import make_mlp
@@ -43,11 +41,10 @@ METHODS = ("baseline", "int", "random")
 
 
 @dataclass
-class IntImageConfig:
-    """INT positive control: SIREN fitting skimage's camera() with Adam, with and without INT."""
+class IntImageConfig(common.BenchmarkOptions):
+    """INT positive control: SIREN fitting skimage's camera() with Adam, with and without INT (--quick: ~2 min,
+    smaller image, network and run)."""
 
-    quick: bool = False
-    """~2 min smoke run (smaller image, network and run)."""
     size: int | None = None
     """Image side after downscaling camera() (default 128; quick 48)."""
     width: int | None = None
@@ -76,26 +73,13 @@ class IntImageConfig:
     """INT max interval (default min(90, T // 50))."""
     num_evals: int = 50
     """Number of evaluations along training."""
-    threads: int = 1
-    """torch threads (1: far steadier clocks on a shared machine; 0 = torch's)."""
-    out: str | None = None
-    """Results file stem (default int_image[_quick])."""
-    results_dir: Path | None = None
-    """Folder of the results JSON (default benchmarks/results/)."""
 
     def resolved(self) -> IntImageConfig:
         """A copy with the defaults of the full or quick run filled in and the inputs checked."""
         q = self.quick
-        steps = self.steps or (200 if q else 600)
+        c = self.with_run_defaults("int_image", size=(128, 48), width=(64, 32), steps=(600, 200))
         c = dataclasses.replace(
-            self,
-            seeds=list(self.seeds),
-            lrs=list(self.lrs),
-            size=self.size or (48 if q else 128),
-            width=self.width or (32 if q else 64),
-            steps=steps,
-            max_interval=self.max_interval or max(1, min(90, steps // 50)),
-            out=self.out or ("int_image_quick" if q else "int_image"),
+            c, seeds=list(c.seeds), lrs=list(c.lrs), max_interval=c.max_interval or max(1, min(90, c.steps // 50))
         )
         if len(c.lrs) < 3 and not q:
             raise ValueError(f"--lrs: the protocol needs a grid of at least 3 values, got {c.lrs}")
@@ -286,13 +270,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse ``argv`` (default: the command line), run the benchmark, write the JSON; returns its payload."""
-    args = tyro.cli(IntImageConfig, args=argv).resolved()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
-
+    args = common.parse(IntImageConfig, argv)
     start = time.perf_counter()
     coords, pixels = load_camera(args.size)
     log(
@@ -396,9 +374,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "baseline_at_plateau": plateau_ok,
         "not_resolvable_label": common.NOT_RESOLVABLE,
     }
-    return finish(
-        "int_image", args, results, summary_line, out=args.out, results_dir=args.results_dir, start=start, log=log
-    )
+    return finish("int_image", args, results, summary_line, start=start)
 
 
 if __name__ == "__main__":

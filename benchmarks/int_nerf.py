@@ -29,11 +29,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Literal, Sequence
 
 import torch
-import tyro
 
-from benchmarks.common import finish, fmt_pm, markdown_table, paired_stats, plateau_gain, time_to_target, verdict
+from benchmarks import common
+from benchmarks.common import finish, fmt_pm, log, markdown_table, paired_stats, plateau_gain, time_to_target, verdict
 from benchmarks.nerf_common import MIC, MIC_100PX, train_arm
-from nerf_inr_methods.core.int_selection import IntSchedule
 from nerf_inr_methods.nerfstudio_plugin.runs import prepare_config
 
 ArmName = Literal["vanilla", "int", "random"]
@@ -43,11 +42,10 @@ TRAIN_COST = 3
 
 
 @dataclass
-class IntNerfConfig:
-    """INT on NeRF: vanilla NeRF vs int-nerf (and optionally INT's random-subset control) on Blender mic at 100 px."""
+class IntNerfConfig(common.BenchmarkOptions):
+    """INT on NeRF: vanilla NeRF vs int-nerf (and optionally INT's random-subset control) on Blender mic at 100 px
+    (--quick: 40 steps, 2 views)."""
 
-    quick: bool = False
-    """Smoke run: 40 steps, 2 views."""
     data: Path = MIC
     """Blender scene folder."""
     steps: int | None = None
@@ -66,26 +64,12 @@ class IntNerfConfig:
     """INT max pool-refresh interval ('incremental')."""
     pool_batches: int = 1
     """INT candidate pool size in 256-ray batches."""
-    threads: int = 1
-    """torch threads (1: steadier clocks on a shared machine; 0 = torch's)."""
-    out: str | None = None
-    """Results file stem (default int_nerf[_quick])."""
-    results_dir: Path | None = None
-    """Folder of the results JSON (default benchmarks/results/)."""
 
     def resolved(self) -> IntNerfConfig:
         """A copy with the defaults of the full or quick run filled in and the inputs checked."""
-        q = self.quick
-        steps = self.steps or (40 if q else 1500)
-        c = dataclasses.replace(
-            self,
-            seeds=list(self.seeds),
-            arms=list(self.arms),
-            steps=steps,
-            eval_every=self.eval_every or max(1, steps // (4 if q else 10)),
-            view_every=self.view_every or (200 if q else 100),
-            out=self.out or ("int_nerf_quick" if q else "int_nerf"),
-        )
+        c = self.with_run_defaults("int_nerf", steps=(1500, 40), view_every=(100, 200))
+        eval_every = c.eval_every or max(1, c.steps // (4 if c.quick else 10))
+        c = dataclasses.replace(c, seeds=list(c.seeds), arms=list(c.arms), eval_every=eval_every)
         if "vanilla" not in c.arms:
             raise ValueError(f"--arms must include vanilla (its final PSNR is the target), got {c.arms}")
         if not c.data.is_dir():
@@ -116,13 +100,7 @@ def rays_scored_by_step(config, steps: List[int]) -> List[int]:
     pipe = config.pipeline
     if not getattr(pipe, "int_enabled", False) or pipe.int_random_subset:
         return [0 for _ in steps]
-    schedule = IntSchedule(
-        total_steps=config.max_num_iterations,
-        ratio_kind=pipe.int_ratio_kind,
-        r0=pipe.int_r0,
-        interval_kind=pipe.int_interval_kind,
-        max_interval=pipe.int_max_interval,
-    )
+    schedule = pipe.int_sampler_config().schedule(config.max_num_iterations)
     pool = pipe.int_pool_batches * pipe.datamanager.train_num_rays_per_batch
     refreshes = schedule.selection_steps()
     return [pool * sum(1 for r in refreshes if r < s) for s in steps]
@@ -185,13 +163,7 @@ def _interp(x: float, xs: List[float], ys: List[float]) -> float:
 
 def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     """Parse ``argv`` (default: the command line), run the benchmark, write the JSON; returns its payload."""
-    args = tyro.cli(IntNerfConfig, args=argv).resolved()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
-
+    args = common.parse(IntNerfConfig, argv)
     start = time.perf_counter()
     log(
         f"INT NeRF: {args.data.name} at 100 px, CPU preset, T={args.steps}, eval every {args.eval_every} steps on "
@@ -273,9 +245,7 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
         + f"; vanilla {'at' if plateau else 'NOT at'} plateau; shared machine, arms run sequentially."
     )
     results = {"runs": runs, "summary": summary}
-    return finish(
-        "int_nerf", args, results, summary_line, out=args.out, results_dir=args.results_dir, start=start, log=log
-    )
+    return finish("int_nerf", args, results, summary_line, start=start)
 
 
 if __name__ == "__main__":

@@ -32,10 +32,11 @@ Run from the repository root: ``python -m benchmarks.int_samplers`` (about 15 mi
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Tuple
 
@@ -45,10 +46,10 @@ import tyro
 from torch import Tensor
 
 from benchmarks import common
-from benchmarks.common import finish, fmt_pm, markdown_table, mean_std, paired_stats, verdict
+from benchmarks.common import finish, fmt_pm, log, markdown_table, mean_std, paired_stats, verdict
 from benchmarks.int_image import load_camera
 from nerf_inr_methods.coordfit import FitHistory, fit_iter, predict, psnr_from_mse
-from nerf_inr_methods.core.int_sampler import IntSampler, IntSamplerConfig, grid_cells
+from nerf_inr_methods.core.int_sampler import IntSampler, IntSamplerConfig, SamplerParameters, grid_cells
 from nerf_inr_methods.core.mlp import make_mlp
 
 ArmName = Literal["uniform", "random", "int", "soft", "error-map", "two-forward"]
@@ -58,11 +59,11 @@ TARGET_TIME_RATIO = 0.6
 
 
 @dataclass
-class SamplersConfig:
-    """2D control of the INT-family samplers (SIREN on camera(), Adam, paired seeds)."""
+class SamplersConfig(SamplerParameters, common.BenchmarkOptions):
+    """2D control of the INT-family samplers (SIREN on camera(), Adam, paired seeds; --quick: a 2-minute smoke at
+    64 px, SIREN 3x32, 120 steps, 2 seeds, written to a temporary folder unless --results-dir is given). The
+    samplers' parameters (--alpha, --uniform-share, --score-factor, ...) are the core's SamplerParameters."""
 
-    quick: bool = False
-    """2-minute smoke: 64 px, SIREN 3x32, 120 steps, 2 seeds, written to a temporary folder."""
     size: int | None = None
     """Image side after downscaling camera() (default 256; quick 64)."""
     width: int | None = None
@@ -83,33 +84,17 @@ class SamplersConfig:
     """Starting trained fraction of the ratio schedule ("step": r0 -> 0.92 in 10 stages)."""
     max_interval: int | None = None
     """Largest re-selection interval of int / random / soft (default: the paper's 90 scaled to T, 90 T / 5000)."""
-    alpha: float = 0.6
-    """soft / error-map: importance-correction exponent (0: pure mining, 1: unbiased)."""
-    uniform_share: float = 0.2
-    """soft / error-map: share of uniform drawing probability."""
     error_map_cell: int = 4
     """error-map: cell side in pixels."""
-    score_factor: float = 2.0
-    """two-forward: pixels scored per trained pixel."""
     num_evals: int = 30
     """Evaluations of the full-image PSNR along training."""
-    threads: int = 1
-    """torch threads (1: far steadier clocks on a shared machine; 0 = torch's default)."""
-    results_dir: Path | None = None
-    """Folder of the JSON (default benchmarks/results/; quick: a temporary folder)."""
-    out: str | None = None
-    """Results file stem (default int_samplers[_quick])."""
 
     def resolved(self) -> SamplersConfig:
         """A copy with the defaults of the full or quick run filled in and the inputs checked."""
         q = self.quick
-        c = SamplersConfig(**{**asdict(self), "seeds": list(self.seeds), "arms": list(self.arms)})
-        c.size = c.size or (64 if q else 256)
-        c.width = c.width or (32 if q else 64)
-        c.depth = c.depth or 3
-        c.steps = c.steps or (120 if q else 200)
+        c = self.with_run_defaults("int_samplers", size=(256, 64), width=(64, 32), depth=(3, 3), steps=(200, 120))
+        c = dataclasses.replace(c, seeds=list(c.seeds), arms=list(c.arms))
         c.max_interval = c.max_interval or max(1, round(90 * c.steps / 5000))
-        c.out = c.out or ("int_samplers_quick" if q else "int_samplers")
         if q and self.seeds == [0, 1, 2]:
             c.seeds = [0, 1]
         if c.results_dir is None and q:
@@ -129,18 +114,11 @@ def sampler_config(arm: str, cfg: SamplersConfig) -> IntSamplerConfig | None:
     """The core sampler options of an arm (None for the full-batch baseline)."""
     if arm == "uniform":
         return None
-    common: Dict[str, Any] = dict(ratio_kind="step", r0=cfg.r0, interval_kind="incremental")
-    common["max_interval"] = int(cfg.max_interval)  # type: ignore[arg-type]
+    schedule: Dict[str, Any] = dict(ratio_kind="step", r0=cfg.r0, interval_kind="incremental")
+    schedule["max_interval"] = int(cfg.max_interval)  # type: ignore[arg-type]
     if arm in ("int", "random"):
-        return IntSamplerConfig(sampler=arm, reuse="keep", **common)  # the paper's image protocol
-    return IntSamplerConfig(
-        sampler=arm,
-        reuse="rerank",
-        alpha=cfg.alpha,
-        uniform_share=cfg.uniform_share,
-        score_factor=cfg.score_factor,
-        **common,
-    )
+        return IntSamplerConfig(sampler=arm, reuse="keep", **schedule)  # the paper's image protocol
+    return IntSamplerConfig(sampler=arm, reuse="rerank", **schedule, **cfg.sampler_parameters())
 
 
 def run_seed(seed: int, coords: Tensor, pixels: Tensor, cfg: SamplersConfig) -> List[Dict[str, Any]]:
@@ -322,12 +300,7 @@ def verdict_line(summary: Dict[str, Any], cfg: SamplersConfig) -> Tuple[str, str
 
 def main(cfg: SamplersConfig) -> Dict[str, Any]:
     cfg = cfg.resolved()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
-
+    cfg.use_threads()
     start = time.perf_counter()
     coords, pixels = load_camera(int(cfg.size))  # type: ignore[arg-type]
     log(
@@ -392,9 +365,7 @@ def main(cfg: SamplersConfig) -> Dict[str, Any]:
         f"{len(cfg.seeds)} seeds): {text}; shared machine, arms in lockstep."
     )
     results = {"runs": runs, "summary": summary, "best_sampler": best, "target_met": met}
-    return finish(
-        "int_samplers", cfg, results, summary_line, out=str(cfg.out), results_dir=cfg.results_dir, start=start, log=log
-    )
+    return finish("int_samplers", cfg, results, summary_line, start=start)
 
 
 if __name__ == "__main__":

@@ -22,19 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Sequence
 
-import tyro
-
+from benchmarks import common
 from benchmarks.common import RESULTS_DIR, finish
 
 FERN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "llff" / "fern"
 
 
 @dataclass
-class LlffFernConfig:
-    """Short CPU training of vanilla NeRF (inr-nerf, every switch off) on LLFF fern through the llff-data parser."""
+class LlffFernConfig(common.BenchmarkOptions):
+    """Short CPU training of vanilla NeRF (inr-nerf, every switch off) on LLFF fern through the llff-data parser
+    (--quick: 10 steps)."""
 
-    quick: bool = False
-    """Smoke run: 10 steps."""
+    threads: int = 2
+    """torch intra-op threads (0: torch's default)."""
     data: Path = FERN
     """LLFF scene folder (poses_bounds.npy, images_8/)."""
     steps: int | None = None
@@ -45,32 +45,26 @@ class LlffFernConfig:
     """llff-data --scale-factor (see the module docstring)."""
     seed: int = 0
     """Training seed."""
-    threads: int = 2
-    """torch threads."""
     output_dir: Path | None = None
     """Run folder (default outputs/<out>)."""
-    out: str | None = None
-    """Results file stem (default llff_fern[_quick])."""
 
 
 def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     """Parse ``argv`` (default: the command line), train and evaluate fern, write the JSON; returns its payload."""
     import numpy as np
-    import torch
     from PIL import Image
 
     from nerf_inr_methods.nerfstudio_plugin.compare import evaluate_run
     from nerf_inr_methods.nerfstudio_plugin.llff_dataparser import LLFFDataParserConfig
     from nerf_inr_methods.nerfstudio_plugin.runs import prepare_config, train
 
-    args = tyro.cli(LlffFernConfig, args=argv)
+    args = common.parse(LlffFernConfig, argv)
     args.steps = args.steps or (10 if args.quick else 2000)
-    name = args.out or ("llff_fern_quick" if args.quick else "llff_fern")
+    name = args.results_stem("llff_fern")
     root = Path(__file__).resolve().parents[1]
     output_dir = (args.output_dir or root / "outputs" / name).resolve()
     if not (args.data / "poses_bounds.npy").is_file():
         raise FileNotFoundError(f"--data {args.data}: expected an LLFF scene with poses_bounds.npy (e.g. fern)")
-    torch.set_num_threads(args.threads)
     config = prepare_config(
         "inr-nerf",
         args.data,
@@ -90,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     evaluation, indices = evaluate_run(config_path, "all", None)
     assert evaluation.image is not None and evaluation.ground_truth is not None
     panel = np.concatenate([evaluation.ground_truth, evaluation.image], axis=1)
-    image_path = RESULTS_DIR / f"{name}_view.png"
+    image_path = (args.results_dir or RESULTS_DIR) / f"{name}_view.png"
     Image.fromarray((np.clip(panel, 0, 1) * 255).round().astype(np.uint8)).save(image_path)
     psnr = evaluation.metrics["psnr"]
     per_view = ", ".join(f"{v['psnr']:.2f}" for v in evaluation.per_view)
@@ -110,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
         "train_wall_seconds": train_wall,
         "image": str(image_path),
     }
-    return finish("llff_fern", args, results, summary_line, out=name)
+    return finish("llff_fern", args, results, summary_line)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from typing import Any, Dict, List, Literal, Sequence, Tuple
 import tyro
 
 from benchmarks import common
-from benchmarks.common import RESULTS_DIR, fmt_pm, mean_std, paired_stats, time_to_target, verdict
+from benchmarks.common import fmt_pm, mean_std, paired_stats, time_to_target, verdict
 from benchmarks.nerf_common import MIC, MIC_100PX
 
 IGA_END = 6
@@ -101,11 +101,10 @@ def arm_config(arm: str, seed: int, args: NerfAllConfig):
 
 def train_task(task: Dict[str, Any]) -> Dict[str, Any]:
     """Train one arm/seed in this (fresh) process; returns the task with its config.yml and wall seconds."""
-    import torch
 
     from nerf_inr_methods.nerfstudio_plugin.runs import train
 
-    torch.set_num_threads(task["args"].threads)
+    task["args"].use_threads()
     config = arm_config(task["arm"], task["seed"], task["args"])
     start = time.perf_counter()
     config_path = train(config)
@@ -211,11 +210,10 @@ def combination_notes(stats: Dict[str, Any], per_seed: Dict[int, Dict[str, Any]]
 
 
 @dataclass
-class NerfAllConfig:
-    """Every method on Blender mic at 100 px (CPU preset) in one command, with inr-compare's report."""
+class NerfAllConfig(common.BenchmarkOptions):
+    """Every method on Blender mic at 100 px (CPU preset) in one command, with inr-compare's report (--quick: 12 steps,
+    1 seed, 1 view)."""
 
-    quick: bool = False
-    """Smoke run: 12 steps, 1 seed, 1 view."""
     data: Path = MIC
     """Blender scene folder."""
     arms: List[ArmName] = field(default_factory=lambda: list(DEFAULT_ARMS))
@@ -230,12 +228,8 @@ class NerfAllConfig:
     """Paired seeds (default 0 1 2; quick 0)."""
     jobs: int = 2
     """Runs trained at once (separate processes)."""
-    threads: int = 1
-    """torch threads per run."""
     output_dir: Path | None = None
     """Run folders and comparison (default outputs/nerf_all)."""
-    out: str | None = None
-    """Results file stem (default nerf_all[_quick])."""
     reuse_runs: bool = False
     """Keep finished runs in --output-dir (same settings) and only compare."""
 
@@ -248,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     args.eval_every = args.eval_every or (6 if q else 250)
     args.view_every = args.view_every or (200 if q else 20)
     args.seeds = args.seeds if args.seeds is not None else ([0] if q else [0, 1, 2])
-    args.out = args.out or ("nerf_all_quick" if q else "nerf_all")
+    args.out = args.results_stem("nerf_all")
     root = Path(__file__).resolve().parents[1]
     args.output_dir = (args.output_dir or root / "outputs" / args.out).resolve()
     if "vanilla" not in args.arms:
@@ -337,9 +331,9 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
         "benchmark_wall_seconds": time.perf_counter() - start,
         "summary_line": summary_line,
     }
-    path = common.write_results(args.out, payload)
+    path = common.write_results(args.out, payload, args.results_dir)
     for name in ("comparison.md", "psnr_vs_time.png", "test_view.png"):
-        shutil.copyfile(compare_dir / name, RESULTS_DIR / f"{args.out}_{name}")
+        shutil.copyfile(compare_dir / name, path.parent / f"{args.out}_{name}")
     print("")
     print(summary_line)
     print(f"(raw numbers: {path}; comparison: {compare_dir}; wall-clock {payload['benchmark_wall_seconds']:.0f} s)")

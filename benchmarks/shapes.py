@@ -66,7 +66,6 @@ from pathlib import Path
 from typing import Any, List, Literal
 
 import numpy as np
-import tyro
 
 from benchmarks import common
 from benchmarks.common import fmt_pm, markdown_table, paired_stats, plateau_gain, time_to_target, verdict
@@ -284,11 +283,10 @@ def _std(xs: list[float]) -> float:
 
 
 @dataclass
-class ShapesConfig:
-    """Shape fitting on real meshes: Adam baseline vs +INT vs ESGD (Gaussian) vs +IGA, same seeds and time budget."""
+class ShapesConfig(common.BenchmarkOptions):
+    """Shape fitting on real meshes: Adam baseline vs +INT vs ESGD (Gaussian) vs +IGA, same seeds and time budget
+    (--quick: ~2 min, bunny, 1 seed, no tuning)."""
 
-    quick: bool = False
-    """~2 min smoke version: bunny, 1 seed, no tuning."""
     seeds: int = 3
     """Paired seeds."""
     budget: float = 20.0
@@ -309,8 +307,6 @@ class ShapesConfig:
     """Points per step with --points pool."""
     w0: float = 60.0
     """SIREN frequency factor (60 on the unit box = 30 on [-1, 1])."""
-    threads: int = 1
-    """torch intra-op threads."""
     controls: bool = True
     """Also run the ablations int-random, iga-identity, esgd-g2 and adam-gaussian (off with --quick)."""
     target_run: float = 0.0
@@ -327,8 +323,6 @@ class ShapesConfig:
     """--target-run: the lr decays to this factor over the run."""
     output_dir: Path | None = None
     """Run folders (default: a temporary folder)."""
-    results_dir: Path | None = None
-    """Folder of the results JSON (default: benchmarks/results)."""
     from_json: Path | None = None
     """Re-make the tables and summary of a saved shapes.json (no training)."""
 
@@ -343,7 +337,7 @@ class ShapesConfig:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse ``argv`` (default: the command line) and run the benchmark; returns the payload written."""
-    args = tyro.cli(ShapesConfig, args=argv, description=__doc__.split("\n")[0]).resolved()
+    args = common.parse(ShapesConfig, argv, description=__doc__.split("\n")[0])
     for name in args.meshes:
         if not (MESH_DIR / MESHES[name]).exists():
             raise FileNotFoundError(f"mesh {MESH_DIR / MESHES[name]} not found (../shared/data is needed)")
@@ -364,7 +358,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             w0=args.w0,
             lr_final_factor=lr_final_factor,
             checkpoint_every=0,
-            num_threads=args.threads,
+            num_threads=args.threads or None,
             progress=False,
         )
 
@@ -464,7 +458,7 @@ def report(args: ShapesConfig, payload: dict[str, Any]) -> dict[str, Any]:
     if args.from_json is not None:  # back into the file it came from
         path = common.write_results(args.from_json.stem, payload, args.from_json.parent)
     else:
-        path = common.write_results("shapes_quick" if args.quick else "shapes", payload, args.results_dir)
+        path = common.write_results(args.results_stem("shapes"), payload, args.results_dir)
     print(f"wrote {path}")
     return payload
 

@@ -9,10 +9,10 @@ One implementation shared by the image positive controls of INT, IGA and ESGD an
 - :func:`fit_step`: the same on the points an INT-family sampler picks
   (:class:`nerf_inr_methods.core.int_sampler.IntSampler`: INT, its random control, soft mining, error map,
   two forwards; methods.md section 1).
-- :func:`fit`: ``total_steps`` steps with evaluation at fixed steps, an honest training clock (includes
-  scoring passes and batch sampling, excludes evaluation) and counts of points processed;
-  :func:`fit_iter` is its generator form, to advance several runs in lockstep on a shared machine.
-  Their options are the fields of :class:`FitOptions` (given as an object, keywords, or both).
+- :func:`fit_iter`: ``total_steps`` steps with evaluation at fixed steps, an honest training clock (includes
+  scoring passes and batch sampling, excludes evaluation) and counts of points processed, as a generator, to
+  advance several runs in lockstep on a shared machine; :func:`fit` runs it to its end. Their options are the
+  fields of :class:`FitOptions` (given as an object, keywords, or both).
 
 No nerfstudio import here. Example::
 
@@ -35,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +48,8 @@ from nerf_inr_methods.core.int_selection import IntSchedule, int_scores
 LossKind = Literal["mse", "bce"]
 """``mse``: mean squared error (regression: images, SDF); ``bce``: binary cross-entropy on logits (occupancy)."""
 LOSS_KINDS: tuple[str, ...] = ("mse", "bce")
+
+P = ParamSpec("P")
 
 AdjustFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 """``adjust(coords_sel (n, d), preds_sel (n, C), targets_sel (n, C)) -> scalar loss to backpropagate``."""
@@ -421,10 +423,26 @@ def fit_iter(
     options: FitOptions | None = None,
     **overrides: Any,
 ) -> Iterator[FitHistory]:
-    """Generator form of :func:`fit`: yields the (growing) history after every step (and its evaluation).
+    """Train a coordinate network for ``total_steps`` steps, yielding the (growing) history after every step.
 
-    Several runs can be advanced in lockstep (``for _ in range(T): for run in runs: next(run)``), so load
-    changes on a shared machine hit every run's clock alike. Arguments as :func:`fit` (validated eagerly).
+    :func:`fit` runs it to its end. Several runs can be advanced in lockstep (``for _ in range(T): for run in
+    runs: next(run)``), so load changes on a shared machine hit every run's clock alike. The arguments are checked
+    when it is called, before the first step.
+
+    Data: either a fixed candidate set ``coords`` (n, d) / ``targets`` (n, C) trained every step (a sampler
+    selects within it), or ``batch_fn(step)`` giving a fresh batch each step (a sampler selects on each batch).
+    Give exactly one of the two.
+
+    Args:
+        model: maps (m, d) -> (m, C).
+        optimizer: any torch optimizer, ``torch.optim.LBFGS`` or ESGD.
+        total_steps: number of optimisation steps T.
+        options: :class:`FitOptions` (sampler, loss, hooks, evaluation, ...).
+        overrides: :class:`FitOptions` fields as keywords (applied on top of ``options``), e.g.
+            ``int_schedule=IntSchedule(T)``, ``eval_fn=..., eval_steps=[0, T]``.
+
+    Yields:
+        The run's :class:`FitHistory` (the same object, one step longer each time).
     """
     opts = _options(options, overrides)
     if not isinstance(total_steps, int) or total_steps < 1:
@@ -562,31 +580,18 @@ def _fit_steps(
         yield hist
 
 
-def fit(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    total_steps: int,
-    coords: Tensor | None = None,
-    targets: Tensor | None = None,
-    options: FitOptions | None = None,
-    **overrides: Any,
-) -> FitHistory:
-    """Train a coordinate network for ``total_steps`` steps.
+def _run_to_the_end(steps: Callable[P, Iterator[FitHistory]]) -> Callable[P, FitHistory]:
+    """The function that runs the generator function ``steps`` to its end and returns the history it yielded last."""
 
-    Data: either a fixed candidate set ``coords`` (n, d) / ``targets`` (n, C) trained every step (a sampler
-    selects within it), or ``batch_fn(step)`` giving a fresh batch each step (a sampler selects on each batch).
-    Give exactly one of the two.
+    def fit(*args: P.args, **kwargs: P.kwargs) -> FitHistory:
+        """Train a coordinate network for ``total_steps`` steps: :func:`fit_iter` (same arguments) run to its end.
 
-    Args:
-        model: maps (m, d) -> (m, C).
-        optimizer: any torch optimizer, ``torch.optim.LBFGS`` or ESGD.
-        total_steps: number of optimisation steps T.
-        options: :class:`FitOptions` (sampler, loss, hooks, evaluation, ...).
-        overrides: :class:`FitOptions` fields as keywords (applied on top of ``options``), e.g.
-            ``int_schedule=IntSchedule(T)``, ``eval_fn=..., eval_steps=[0, T]``.
+        Returns:
+            The run's :class:`FitHistory`.
+        """
+        return deque(steps(*args, **kwargs), maxlen=1)[0]  # the generator yields the same, growing history
 
-    Returns:
-        :class:`FitHistory`.
-    """
-    steps = fit_iter(model, optimizer, total_steps, coords, targets, options, **overrides)
-    return deque(steps, maxlen=1)[0]  # the generator yields the same, growing history after every step
+    return fit
+
+
+fit = _run_to_the_end(fit_iter)

@@ -239,11 +239,21 @@ def save_mesh_views(
     return path
 
 
+def fields_schedule(config: Any) -> Tuple[str, str, Dict[str, Any]]:
+    """The fields group's optimizer and scheduler configs of a run, with the ns-train flags that select them:
+    (switch, flag prefix, {"optimizer", "scheduler"}): ("", "--optimizers.fields", ...) for ``--optimizer
+    configured`` (or a plain TrainerConfig), else e.g. ("--optimizer adam", "--optimizer-presets.adam", ...)."""
+    choice = getattr(config, "optimizer", "configured")
+    if choice == "configured":
+        return "", "--optimizers.fields", dict(config.optimizers.get("fields", {}))
+    return f"--optimizer {choice}", f"--optimizer-presets.{choice}", dict(config.optimizer_presets.get(choice, {}))
+
+
 def schedule_text(config: Any) -> str:
     """The fields optimizer and lr schedule of a run's config, e.g. ``RAdam lr 0.001 -> 1e-05 (exponential)``."""
-    group = config.optimizers.get("fields", {})
+    _, _, group = fields_schedule(config)
     optimizer, scheduler = group.get("optimizer"), group.get("scheduler")
-    if getattr(config, "optimizer", "configured") != "configured" or optimizer is None:
+    if optimizer is None:
         return f"--optimizer {getattr(config, 'optimizer', '?')}"
     name = type(optimizer).__name__.replace("OptimizerConfig", "")
     final = getattr(scheduler, "lr_final", None)
@@ -252,6 +262,22 @@ def schedule_text(config: Any) -> str:
     hold = getattr(scheduler, "warmup_steps", 0) if getattr(scheduler, "lr_pre_warmup", None) == optimizer.lr else 0
     held = f" for {hold} steps, then" if hold else ""
     return f"{name} lr {optimizer.lr:g}{held} -> {final:g} (exponential decay)"
+
+
+def schedule_flags(config: Any) -> str:
+    """ns-train flags that repeat a run's fields optimizer and lr schedule, e.g. ``--optimizer adam
+    --optimizer-presets.adam.optimizer.lr 0.001 --optimizer-presets.adam.scheduler.lr-final 0.0001``."""
+    switch, prefix, group = fields_schedule(config)
+    optimizer, scheduler = group.get("optimizer"), group.get("scheduler")
+    if optimizer is None:
+        return switch
+    flags = [switch, f"{prefix}.optimizer.lr {optimizer.lr:g}"]
+    if getattr(scheduler, "lr_final", None) is not None:
+        flags.append(f"{prefix}.scheduler.lr-final {scheduler.lr_final:g}")
+        if getattr(scheduler, "warmup_steps", 0):
+            flags.append(f"{prefix}.scheduler.warmup-steps {scheduler.warmup_steps}")
+            flags.append(f"{prefix}.scheduler.lr-pre-warmup {scheduler.lr_pre_warmup:g}")
+    return " ".join(flag for flag in flags if flag)
 
 
 def training_seconds(run_dir: Path) -> float | None:
@@ -269,16 +295,7 @@ def data_of(config: Any) -> Path | None:
 
 def next_commands(config: Any, steps: int) -> List[str]:
     """Commands to try next: the same training with vanilla NeRF and the comparison, then real data."""
-    group = config.optimizers.get("fields", {})
-    optimizer, scheduler = group.get("optimizer"), group.get("scheduler")
-    schedule = f" --optimizers.fields.optimizer.lr {optimizer.lr:g}" if optimizer is not None else ""
-    if getattr(scheduler, "lr_final", None) is not None:
-        schedule += f" --optimizers.fields.scheduler.lr-final {scheduler.lr_final:g}"
-        if getattr(scheduler, "warmup_steps", 0):
-            schedule += (
-                f" --optimizers.fields.scheduler.warmup-steps {scheduler.warmup_steps}"
-                f" --optimizers.fields.scheduler.lr-pre-warmup {scheduler.lr_pre_warmup:g}"
-            )
+    schedule = schedule_flags(config)
     experiment_dir = Path(config.output_dir) / config.experiment_name
     return [
         "# the same training with vanilla NeRF (IGA off), then both compared on the same test views:",

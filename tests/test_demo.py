@@ -96,3 +96,24 @@ def test_schedule_text() -> None:
     assert demo.schedule_text(config(ExponentialDecaySchedulerConfig())) == "RAdam lr 0.001 (constant)"
     decay = ExponentialDecaySchedulerConfig(lr_final=1e-5)
     assert demo.schedule_text(config(decay)) == "RAdam lr 0.001 -> 1e-05 (exponential decay)"
+
+
+def test_schedule_of_an_optimizer_preset_is_described_and_repeatable() -> None:
+    """A run trained with ``--optimizer adam`` is described by its preset, and the flags repeat that preset."""
+    from nerfstudio.engine.optimizers import AdamOptimizerConfig, RAdamOptimizerConfig
+    from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
+
+    held = ExponentialDecaySchedulerConfig(lr_pre_warmup=1e-3, warmup_steps=600, lr_final=1e-4)
+    config = SimpleNamespace(
+        optimizer="adam",
+        optimizers={"fields": {"optimizer": RAdamOptimizerConfig(lr=5e-4), "scheduler": None}},
+        optimizer_presets={"adam": {"optimizer": AdamOptimizerConfig(lr=1e-3), "scheduler": held}},
+    )
+    assert demo.schedule_text(config) == "Adam lr 0.001 for 600 steps, then -> 0.0001 (exponential decay)"
+    assert demo.schedule_flags(config) == (
+        "--optimizer adam --optimizer-presets.adam.optimizer.lr 0.001 --optimizer-presets.adam.scheduler.lr-final "
+        "0.0001 --optimizer-presets.adam.scheduler.warmup-steps 600 --optimizer-presets.adam.scheduler.lr-pre-warmup "
+        "0.001"
+    )
+    config.optimizer = "configured"
+    assert demo.schedule_flags(config) == "--optimizers.fields.optimizer.lr 0.0005"

@@ -29,7 +29,9 @@ def small_field(**options: Any):
     from nerf_inr_methods.nerfstudio_plugin.gaussian_field import GaussianNeRFField
 
     torch.manual_seed(0)
-    kwargs: Dict[str, Any] = dict(num_layers=6, layer_width=16, head_num_layers=1, head_layer_width=8, sigma=0.1)
+    kwargs: Dict[str, Any] = dict(
+        base_mlp_num_layers=6, base_mlp_layer_width=16, head_mlp_num_layers=1, head_mlp_layer_width=8, sigma=0.1
+    )
     kwargs.update(options)
     return GaussianNeRFField(**kwargs)
 
@@ -83,7 +85,7 @@ def test_field_layout_is_garf() -> None:
     assert acts and all(a.sigma == 0.1 for a in acts)
     linear_params = {id(p) for lin in field.linear_layers() for p in lin.parameters()}
     assert linear_params == {id(p) for p in field.parameters()}  # every parameter sits in an nn.Linear
-    assert GaussianNeRFField(num_layers=4).position_mlp.skip_layers == ()  # no hidden layer 4: no skip
+    assert GaussianNeRFField(base_mlp_num_layers=4).position_mlp.skip_layers == ()  # no hidden layer 4: no skip
 
 
 def test_field_layout_garf() -> None:
@@ -123,8 +125,8 @@ def test_field_layout_garf() -> None:
 def test_field_rejects_bad_sizes() -> None:
     from nerf_inr_methods.nerfstudio_plugin.gaussian_field import GaussianNeRFField
 
-    with pytest.raises(ValueError, match="num_layers"):
-        GaussianNeRFField(num_layers=1)
+    with pytest.raises(ValueError, match="base_mlp_num_layers"):
+        GaussianNeRFField(base_mlp_num_layers=1)
     with pytest.raises(ValueError, match="sigma"):
         GaussianNeRFField(sigma=0.0)
 

@@ -15,7 +15,14 @@ import torch
 import trimesh
 
 from nerf_inr_methods.shapes import cli, train
-from nerf_inr_methods.shapes.config import DerivativeOptions, IgaOptions, IntOptions, ShapeFitConfig, resolve_config
+from nerf_inr_methods.shapes.config import (
+    DerivativeOptions,
+    IgaOptions,
+    IntOptions,
+    ShapeFitConfig,
+    config_to_dict,
+    resolve_config,
+)
 
 
 @pytest.fixture(scope="module")
@@ -358,6 +365,18 @@ def test_resume_refuses_other_flags_and_finished_runs(torus_path: Path, tmp_path
         train.train_shape(tiny(torus_path, tmp_path, steps=8, width=32, resume=True))
     with pytest.raises(FileNotFoundError, match="--resume: .*other.* is not a run folder"):
         train.train_shape(tiny(torus_path, tmp_path, run_name="other", resume=True))
+
+
+def test_resume_check_counts_a_flag_added_later_at_its_default(torus_path: Path, tmp_path: Path) -> None:
+    """A run stored before a flag existed (here --int-selection.error-power) resumes when that flag is at its default,
+    and is refused when it is set to another value."""
+    cfg = resolve_config(tiny(torus_path, tmp_path, int_selection=IntOptions(enabled=True)))
+    stored = json.loads(json.dumps(config_to_dict(cfg)))
+    del stored["int_selection"]["error_power"]
+    train.check_resume_config(stored, cfg, tmp_path)
+    other = replace(cfg, int_selection=replace(cfg.int_selection, error_power=2.0))
+    with pytest.raises(ValueError, match=r"--int-selection.error-power 1.0 \(now 2.0\)"):
+        train.check_resume_config(stored, other, tmp_path)
 
 
 def test_a_second_fit_never_mixes_run_folders(torus_path: Path, tmp_path: Path, capfd) -> None:

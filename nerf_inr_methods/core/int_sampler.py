@@ -95,8 +95,36 @@ class SamplerOptionError(ValueError):
         self.problem = problem
 
 
-@dataclass(frozen=True)
-class IntSamplerConfig:
+@dataclass
+class SamplerParameters:
+    """Parameters of the soft, error-map and two-forward samplers (``int`` and ``random`` ignore them).
+
+    Declared once: :class:`IntSamplerConfig` derives from this class, and so do the options of the shape trainer
+    (``--int-selection.<name>``) and of the 2D sampler benchmark (``--<name>``); the NeRF pipeline, whose flags are
+    ``--pipeline.int-<name>``, mirrors them by name. Values are checked by :class:`IntSamplerConfig`."""
+
+    alpha: float = 0.6
+    """soft / error-map: exponent of the importance correction of each point's loss (0: pure mining, 1: unbiased)."""
+    alpha_warmup: float = 0.1
+    """soft / error-map: alpha grows linearly from 0 over this fraction of the T steps."""
+    uniform_share: float = 0.2
+    """soft / error-map: share of the drawing probability spread uniformly over the candidates."""
+    error_power: float = 1.0
+    """soft / error-map: draw with probability proportional to error ** error_power."""
+    error_map_ema: float = 0.5
+    """error-map: weight of a cell's previous value when a training forward writes it (0: overwrite)."""
+    error_map_max_age: int | None = None
+    """error-map: a cell not written for more than this many steps counts as never seen (None: never stale)."""
+    score_factor: float = 2.0
+    """two-forward: points scored by the no-grad forward per trained point (m = ceil(score_factor * k))."""
+
+    def sampler_parameters(self) -> dict[str, Any]:
+        """These parameters by name (keyword arguments of :class:`IntSamplerConfig`)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(SamplerParameters)}
+
+
+@dataclass
+class IntSamplerConfig(SamplerParameters):
     """Options of :class:`IntSampler`: the sampler, INT's schedules, the guard and the samplers' parameters."""
 
     sampler: SamplerName = "int"
@@ -113,20 +141,6 @@ class IntSamplerConfig:
     """Between re-selections (int, random, soft): keep the drawn subset, or rerank/re-draw from the pool."""
     max_skips: int | None = None
     """No-starvation guard: a point left untrained in this many consecutive pools is forced (None: off)."""
-    alpha: float = 0.6
-    """soft / error-map: exponent of the importance correction (0: pure mining, 1: unbiased)."""
-    alpha_warmup: float = 0.1
-    """soft / error-map: alpha grows linearly from 0 over this fraction of the T steps."""
-    uniform_share: float = 0.2
-    """soft / error-map: share of the drawing probability spread uniformly over the candidates."""
-    error_power: float = 1.0
-    """soft / error-map: draw with probability proportional to error ** error_power."""
-    error_map_ema: float = 0.5
-    """error-map: weight of a cell's previous value when a training forward writes it (0: overwrite)."""
-    error_map_max_age: int | None = None
-    """error-map: a cell not written for more than this many steps counts as never seen (None: never stale)."""
-    score_factor: float = 2.0
-    """two-forward: points scored by the no-grad forward per trained point (m = ceil(score_factor * k))."""
     seed: int = 0
     """Seed of the sampler's own generator (random draws)."""
 

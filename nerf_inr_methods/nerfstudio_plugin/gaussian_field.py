@@ -1,6 +1,7 @@
 """Gaussian-activation NeRF fields (methods.md section 3), built from ``core.mlp``.
 
-Two layouts, with ``L = num_layers`` Gaussian layers on xyz and ``W = layer_width``:
+Two layouts, with ``L = base_mlp_num_layers`` Gaussian layers on xyz and ``W = base_mlp_layer_width`` (the size
+arguments are named as nerfstudio's ``NeRFField``'s):
 
 ``"nerf"`` (NeRF/BARF layout on raw xyz):
 
@@ -8,7 +9,7 @@ Two layouts, with ``L = num_layers`` Gaussian layers on xyz and ``W = layer_widt
   skip_layers=(4,))``, i.e. ``L - 1`` Gaussian hidden layers, xyz concatenated to the input of hidden layer 4, then
   one linear layer whose first output is the raw density and whose other ``W`` outputs, after a Gaussian
   activation, are the feature: ``L`` Gaussian layers on xyz in all;
-- colour head: ``make_mlp(W + 3, 3, width=head_layer_width, depth=head_num_layers, "gaussian")`` on
+- colour head: ``make_mlp(W + 3, 3, width=head_mlp_layer_width, depth=head_mlp_num_layers, "gaussian")`` on
   ``[feature, view direction]`` (raw unit vectors, no encoding), then a sigmoid.
 
 ``"garf"`` (GARF's ``NeRF_Gaussian``, sfchng/Gaussian-Activated-Radiance-Fields):
@@ -19,7 +20,7 @@ Two layouts, with ``L = num_layers`` Gaussian layers on xyz and ``W = layer_widt
   layer 4 (GARF's skip);
 - density = a linear layer of the last hidden activations, the feature = another linear layer (no activation);
 - colour head on ``[feature, Gaussian embedding of the view direction]`` (``Linear(3, W)`` + centred Gaussian):
-  ``head_num_layers`` Gaussian layers of ``head_layer_width``, then a linear layer and a sigmoid.
+  ``head_mlp_num_layers`` Gaussian layers of ``head_mlp_layer_width``, then a linear layer and a sigmoid.
 
 Both: density = softplus(raw density), sigmoid colour (GARF: 8 layers of 256, a head layer of 128). Every trainable
 parameter sits in an ``nn.Linear`` applied exactly once per sample, so the layer-factored eNTK (``core.entk``, IGA)
@@ -27,7 +28,7 @@ applies. The field always computes in float32 (or float64; autocast is disabled 
 ``exp(-x^2 / (2 sigma^2))`` underflows in half precision.
 
 Example:
-    >>> field = GaussianNeRFField(num_layers=4, layer_width=32, head_layer_width=16, layout="garf")
+    >>> field = GaussianNeRFField(base_mlp_num_layers=4, base_mlp_layer_width=32, head_mlp_layer_width=8, layout="garf")
     >>> # field.forward(ray_samples) -> {FieldHeadNames.DENSITY: (..., 1), FieldHeadNames.RGB: (..., 3)}
 """
 
@@ -53,10 +54,10 @@ class GaussianNeRFField(Field):
     """Gaussian-activation NeRF field on raw xyz (see the module docstring for the two layouts).
 
     Args:
-        num_layers: Gaussian layers on xyz (>= 2).
-        layer_width: width W of the position MLP (and of the feature passed to the colour head).
-        head_num_layers: Gaussian hidden layers of the colour head (>= 1).
-        head_layer_width: width of the colour head.
+        base_mlp_num_layers: Gaussian layers on xyz (>= 2).
+        base_mlp_layer_width: width W of the position MLP (and of the feature passed to the colour head).
+        head_mlp_num_layers: Gaussian hidden layers of the colour head (>= 1).
+        head_mlp_layer_width: width of the colour head.
         sigma: width of the Gaussian activation (> 0; NeRF: 0.1), in units of the pre-activation.
         skip_layers: hidden-layer indices of the position MLP whose input also receives xyz (nerf) or its embedding
             (garf); None: ``(4,)`` when the MLP has more than 4 hidden layers, else none.
@@ -65,20 +66,20 @@ class GaussianNeRFField(Field):
 
     def __init__(
         self,
-        num_layers: int = 8,
-        layer_width: int = 256,
-        head_num_layers: int = 1,
-        head_layer_width: int = 128,
+        base_mlp_num_layers: int = 8,
+        base_mlp_layer_width: int = 256,
+        head_mlp_num_layers: int = 1,
+        head_mlp_layer_width: int = 128,
         sigma: float = 0.1,
         skip_layers: Sequence[int] | None = None,
         layout: FieldLayout = "nerf",
     ) -> None:
         super().__init__()
         for name, value, low in (
-            ("num_layers", num_layers, 2),
-            ("layer_width", layer_width, 1),
-            ("head_num_layers", head_num_layers, 1),
-            ("head_layer_width", head_layer_width, 1),
+            ("base_mlp_num_layers", base_mlp_num_layers, 2),
+            ("base_mlp_layer_width", base_mlp_layer_width, 1),
+            ("head_mlp_num_layers", head_mlp_num_layers, 1),
+            ("head_mlp_layer_width", head_mlp_layer_width, 1),
         ):
             if isinstance(value, bool) or int(value) != value or value < low:
                 raise ValueError(f"GaussianNeRFField: {name} must be an integer >= {low}, got {value!r}")
@@ -86,11 +87,11 @@ class GaussianNeRFField(Field):
             raise ValueError(f"GaussianNeRFField: sigma must be > 0, got {sigma!r}")
         if layout not in FIELD_LAYOUTS:
             raise ValueError(f"GaussianNeRFField: layout must be one of {FIELD_LAYOUTS}, got {layout!r}")
-        depth = int(num_layers) - 1
+        depth = int(base_mlp_num_layers) - 1
         if skip_layers is None:
             skip_layers = (SKIP_LAYER,) if depth > SKIP_LAYER else ()
         self.sigma = float(sigma)
-        self.layer_width = width = int(layer_width)
+        self.layer_width = width = int(base_mlp_layer_width)
         self.layout = layout
         if layout == "nerf":
             self.position_mlp = make_mlp(
@@ -112,7 +113,7 @@ class GaussianNeRFField(Field):
             self.density_layer = nn.Linear(width, 1)
             head_in = 2 * width
         self.head_mlp = make_mlp(
-            head_in, 3, width=int(head_layer_width), depth=int(head_num_layers), activation="gaussian",
+            head_in, 3, width=int(head_mlp_layer_width), depth=int(head_mlp_num_layers), activation="gaussian",
             sigma=self.sigma,
         )  # fmt: skip
 

@@ -39,6 +39,9 @@ TRUE_LOSS_KEY = "true_loss"
 """Metrics-dict key of the true training objective ``sum_f coefficient_f * MSE_f`` (detached scalar)."""
 _BLENDED_RGB_KEY = "_blended_rgb"
 """Private outputs key memoising :meth:`InrNeRFModel.blended_rgb` for the step."""
+MLP_SIZES = ("base_mlp_num_layers", "base_mlp_layer_width", "head_mlp_num_layers", "head_mlp_layer_width")
+"""The field sizes of :class:`InrNeRFModelConfig`, named as nerfstudio's ``NeRFField`` and ``GaussianNeRFField`` take
+them."""
 
 
 @dataclass
@@ -120,19 +123,13 @@ class InrNeRFModel(NeRFModel):
     def make_field(self) -> Field:
         """One NeRF field (coarse or fine) with the configured sizes: vanilla NeRF's, or the Gaussian field."""
         c = self.config
+        sizes = {name: getattr(c, name) for name in MLP_SIZES}
         if c.field_type == "gaussian":
             if not float(c.gaussian_sigma) > 0:
                 raise ValueError(f"--pipeline.model.gaussian-sigma must be > 0, got {c.gaussian_sigma!r}")
             if c.base_mlp_num_layers < 2:
                 raise ValueError(f"--pipeline.model.base-mlp-num-layers must be >= 2, got {c.base_mlp_num_layers}")
-            return GaussianNeRFField(
-                num_layers=c.base_mlp_num_layers,
-                layer_width=c.base_mlp_layer_width,
-                head_num_layers=c.head_mlp_num_layers,
-                head_layer_width=c.head_mlp_layer_width,
-                sigma=c.gaussian_sigma,
-                layout=c.gaussian_layout,
-            )
+            return GaussianNeRFField(**sizes, sigma=c.gaussian_sigma, layout=c.gaussian_layout)
         if c.field_type != "relu-pe":
             raise ValueError(f"--pipeline.model.field-type must be 'relu-pe' or 'gaussian', got {c.field_type!r}")
         return NeRFField(
@@ -142,10 +139,7 @@ class InrNeRFModel(NeRFModel):
             direction_encoding=NeRFEncoding(
                 in_dim=3, num_frequencies=4, min_freq_exp=0.0, max_freq_exp=4.0, include_input=True
             ),
-            base_mlp_num_layers=self.config.base_mlp_num_layers,
-            base_mlp_layer_width=self.config.base_mlp_layer_width,
-            head_mlp_num_layers=self.config.head_mlp_num_layers,
-            head_mlp_layer_width=self.config.head_mlp_layer_width,
+            **sizes,
         )
 
     def render_field(self, field_module: Field, ray_samples: RaySamples) -> Dict[str, Tensor]:

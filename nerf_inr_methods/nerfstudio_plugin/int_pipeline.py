@@ -72,6 +72,7 @@ from nerf_inr_methods.core.int_sampler import (
     PoolCandidates,
     SamplerName,
     SamplerOptionError,
+    SamplerParameters,
     Selection,
     grid_cells,
 )
@@ -84,16 +85,11 @@ MIRRORED_SAMPLER_OPTIONS = (
     "interval_kind",
     "max_interval",
     "max_skips",
-    "alpha",
-    "alpha_warmup",
-    "uniform_share",
-    "error_power",
-    "error_map_ema",
-    "error_map_max_age",
-    "score_factor",
+    *(f.name for f in dataclasses.fields(SamplerParameters)),
 )
 """Fields of :class:`IntSamplerConfig` that :class:`InrPipelineConfig` mirrors as ``int_<field>``
-(``--pipeline.int-<field>``); the sampler (with --pipeline.int-random-subset), reuse and seed are set otherwise."""
+(``--pipeline.int-<field>``): the schedules, the guard and every :class:`SamplerParameters` field; the sampler (with
+--pipeline.int-random-subset), reuse and seed are set otherwise."""
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nerf_inr_methods.core.esgd import ESGDConfig
-from nerf_inr_methods.core.int_sampler import IntSamplerConfig, SamplerName, SamplerOptionError
+from nerf_inr_methods.core.int_sampler import IntSamplerConfig, SamplerName, SamplerOptionError, SamplerParameters
 from nerf_inr_methods.core.int_selection import IntervalKind, RatioKind
 from nerf_inr_methods.core.mlp import Activation
 
@@ -70,8 +70,9 @@ DEFAULT_LR: dict[str, float] = {"adam": 1e-4, "esgd": 0.15, "lbfgs": 1.0}
 
 
 @dataclass
-class IntOptions:
-    """INT (implicit neural teaching) example selection; methods.md section 1."""
+class IntOptions(SamplerParameters):
+    """INT (implicit neural teaching) example selection; methods.md section 1. The samplers' parameters
+    (--int-selection.alpha, ...) are the core's :class:`SamplerParameters`."""
 
     enabled: bool = False
     """Train each step on the points with the largest current error only."""
@@ -91,14 +92,6 @@ class IntOptions:
     max_skips: int | None = None
     """No-starvation guard (--points pool / full): a point left untrained in this many consecutive pools
     is forced into its next (None: off, the paper's INT)."""
-    alpha: float = 0.6
-    """soft / error-map: exponent of the importance correction of each point's loss (0: pure mining, 1: unbiased)."""
-    alpha_warmup: float = 0.1
-    """soft / error-map: alpha grows linearly from 0 over this fraction of the steps."""
-    uniform_share: float = 0.2
-    """soft / error-map: share of the drawing probability spread uniformly over the candidates."""
-    score_factor: float = 2.0
-    """two-forward: points scored by the no-grad forward per trained point."""
     error_map_resolution: int = 32
     """error-map: voxels per axis of the error map over the unit box."""
 
@@ -117,23 +110,16 @@ class IntOptions:
                 reuse="keep" if sampler in ("int", "random") else "rerank",  # the paper's subset; soft re-draws
                 seed=seed,
                 **{core: getattr(self, ours) for ours, core in _SAMPLER_FIELDS.items()},
+                **self.sampler_parameters(),
             )
         except SamplerOptionError as exc:
             flag = {core: ours for ours, core in _SAMPLER_FIELDS.items()}.get(exc.field, exc.field)
             raise ValueError(f"--int-selection.{flag.replace('_', '-')} {exc.problem}") from None
 
 
-_SAMPLER_FIELDS = {
-    "ratio": "ratio_kind",
-    "r0": "r0",
-    "interval": "interval_kind",
-    "max_skips": "max_skips",
-    "alpha": "alpha",
-    "alpha_warmup": "alpha_warmup",
-    "uniform_share": "uniform_share",
-    "score_factor": "score_factor",
-}
-""":class:`IntOptions` field (flag --int-selection.<field>) -> the :class:`IntSamplerConfig` field it sets."""
+_SAMPLER_FIELDS = {"ratio": "ratio_kind", "r0": "r0", "interval": "interval_kind", "max_skips": "max_skips"}
+""":class:`IntOptions` field (flag --int-selection.<field>) -> the :class:`IntSamplerConfig` field it sets (besides
+the :class:`SamplerParameters`, which have the same names in both)."""
 
 
 @dataclass
@@ -293,6 +279,11 @@ class ShapeFitConfig:
     progress: bool = True
     """Show a progress bar."""
 
+    def sampling(self) -> SamplingConfig:
+        """The point mixture (fractions, noise, scales) of a resolved config (ValueError if one is bad)."""
+        fractions = (self.coarse_fraction, self.fine_fraction, self.uniform_fraction)
+        return SamplingConfig(*fractions, self.noise, self.coarse_scale, self.fine_scale)
+
 
 def _lookup(cfg: ShapeFitConfig, name: str) -> Any:
     value = getattr(cfg, name)
@@ -354,9 +345,7 @@ def validate_config(cfg: ShapeFitConfig) -> None:
     _positive_int(cfg.batch_size, "--batch-size")
     _positive_int(cfg.pool_size, "--pool-size")
     _positive_int(cfg.voxel_resolution, "--voxel-resolution", 2)
-    SamplingConfig(  # validates fractions and scales
-        cfg.coarse_fraction, cfg.fine_fraction, cfg.uniform_fraction, cfg.noise, cfg.coarse_scale, cfg.fine_scale
-    )
+    cfg.sampling()  # validates fractions and scales
     if cfg.optimizer not in DEFAULT_LR:
         raise ValueError(f"--optimizer must be one of {tuple(DEFAULT_LR)}, got {cfg.optimizer!r}")
     if not (isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0):

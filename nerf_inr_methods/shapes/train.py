@@ -57,7 +57,6 @@ from .data import (
     MeshSDF,
     Normalization,
     PreparedShape,
-    SamplingConfig,
     morton_order,
     prepare_shape,
     sample_points,
@@ -110,13 +109,6 @@ def decision_rule(cfg: ShapeFitConfig) -> tuple[float, str]:
     return (0.0, "above") if cfg.loss == "bce" else (0.5, "above")
 
 
-def sampling_config(cfg: ShapeFitConfig) -> SamplingConfig:
-    """The point mixture of a resolved config."""
-    return SamplingConfig(
-        cfg.coarse_fraction, cfg.fine_fraction, cfg.uniform_fraction, cfg.noise, cfg.coarse_scale, cfg.fine_scale
-    )
-
-
 def targets_from_sdf(sdf: np.ndarray, task: str) -> Tensor:
     """(n,) signed distances (negative inside) -> (n, 1) float32 targets: the SDF or the occupancy 1/0."""
     values = sdf if task == "sdf" else (sdf < 0).astype(np.float32)
@@ -138,7 +130,7 @@ class PointSource:
     def __init__(self, shape: PreparedShape, cfg: ShapeFitConfig, rank: int = 0, world_size: int = 1) -> None:
         self.cfg = cfg
         self.sdf: MeshSDF = shape.sdf
-        self.sampling = sampling_config(cfg)
+        self.sampling = cfg.sampling()
         self.rng = np.random.default_rng([cfg.seed, rank])
         self.device = torch.device(cfg.device)
         self.iga = cfg.iga.enabled
@@ -482,9 +474,14 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def check_resume_config(stored: dict[str, Any], cfg: ShapeFitConfig, source: Path) -> None:
-    """Refuse to continue a run with other training flags (ValueError listing each differing flag)."""
-    old = _flat({k: v for k, v in stored.items() if k not in RESUME_FREE_FIELDS})
-    new = _flat({k: v for k, v in config_to_dict(cfg).items() if k not in RESUME_FREE_FIELDS})
+    """Refuse to continue a run with other training flags (ValueError listing each differing flag). A flag added
+    since the run was made (absent from its stored config) counts at its default."""
+
+    def training_flags(config: dict[str, Any]) -> dict[str, Any]:
+        return _flat({k: v for k, v in config.items() if k not in RESUME_FREE_FIELDS})
+
+    old = {**training_flags(config_to_dict(ShapeFitConfig(mesh=cfg.mesh))), **training_flags(stored)}
+    new = training_flags(config_to_dict(cfg))
     if "mesh" in old and "mesh" in new:
         old["mesh"], new["mesh"] = str(Path(old["mesh"]).resolve()), str(Path(new["mesh"]).resolve())
     diffs = [

@@ -1,0 +1,35 @@
+"""The options every benchmark shares (benchmarks.common.BenchmarkOptions): flat flags, run defaults, results stem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+
+def test_shared_flags_stay_flat_and_fill_the_run_defaults(tmp_path: Path) -> None:
+    from benchmarks.common import parse
+    from benchmarks.int_samplers import SamplersConfig, sampler_config
+
+    threads = torch.get_num_threads()
+    try:
+        argv = ["--quick", "--threads", "1", "--out", "x", "--results-dir", str(tmp_path), "--alpha", "0.3"]
+        config = parse(SamplersConfig, [*argv, "--error-power", "2"])
+    finally:
+        torch.set_num_threads(threads)
+    assert (config.quick, config.out, config.results_dir) == (True, "x", tmp_path)
+    assert (config.size, config.width, config.steps, config.seeds) == (64, 32, 120, [0, 1])  # quick run's defaults
+    soft = sampler_config("soft", config)
+    assert soft is not None and (soft.alpha, soft.error_power, soft.uniform_share) == (0.3, 2.0, 0.2)
+
+
+def test_results_stem_and_threads() -> None:
+    from benchmarks.int_image import IntImageConfig
+
+    assert IntImageConfig().resolved().out == "int_image"
+    assert IntImageConfig(quick=True).resolved().out == "int_image_quick"
+    assert IntImageConfig(quick=True, out="mine").resolved().out == "mine"
+    assert IntImageConfig(steps=50).resolved().steps == 50  # a given value is kept
+    with pytest.raises(ValueError, match="--threads"):
+        IntImageConfig(threads=-1).use_threads()
