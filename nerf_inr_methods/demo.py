@@ -30,6 +30,7 @@ import numpy as np
 import tyro
 
 from nerf_inr_methods.cli import check_output_dir, check_positive, exit_on_bad_input
+from nerf_inr_methods.nerfstudio_plugin.presets import matching_preset
 
 
 @dataclass
@@ -296,10 +297,12 @@ def data_of(config: Any) -> Path | None:
 def next_commands(config: Any, steps: int) -> List[str]:
     """Commands to try next: the same training with vanilla NeRF and the comparison, then real data."""
     schedule = schedule_flags(config)
+    preset = matching_preset(config)
+    sizes = f"$(python -m nerf_inr_methods.nerfstudio_plugin.presets {preset})" if preset else "<the run's size flags>"
     experiment_dir = Path(config.output_dir) / config.experiment_name
     return [
         "# the same training with vanilla NeRF (IGA off), then both compared on the same test views:",
-        f"ns-train inr-nerf $(python -m nerf_inr_methods.nerfstudio_plugin.presets) --max-num-iterations {steps} \\\n"
+        f"ns-train inr-nerf {sizes} --max-num-iterations {steps} \\\n"
         f"      {schedule.strip()} --vis tensorboard --output-dir {config.output_dir} \\\n"
         f"      --experiment-name {config.experiment_name} --timestamp vanilla blender-data --data {data_of(config)}",
         f"inr-compare --runs {experiment_dir} --output-dir {experiment_dir / 'comparison'}",

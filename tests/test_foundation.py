@@ -50,6 +50,18 @@ def test_cpu_preset_applies_to_every_registered_method() -> None:
     assert preset_flags()[:2] == ["--pipeline.datamanager.train-num-rays-per-batch", "256"]
 
 
+def test_a_run_is_matched_to_the_preset_it_was_trained_with() -> None:
+    from nerfstudio.plugins.registry import discover_methods
+
+    from nerf_inr_methods.nerfstudio_plugin.presets import matching_preset
+
+    registered = discover_methods()[0]["iga-nerf"]
+    assert matching_preset(registered) is None  # the method's own sizes
+    assert matching_preset(apply_preset(copy.deepcopy(registered))) == "cpu"
+    demo = apply_preset(copy.deepcopy(registered), "demo")
+    assert (matching_preset(demo), demo.pipeline.model.num_coarse_samples) == ("demo", 16)
+
+
 def test_generated_scene_loads_through_blender_data(tiny_scene: Path) -> None:
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 

@@ -1,7 +1,10 @@
 """Named sets of config overrides, usable as ``ns-train`` flags or applied to a config in Python.
 
 The CPU preset makes a NeRF training step take well under a second on a 2-core CPU, for tests, benchmarks and
-trying things out; it changes sizes only (samples, widths, batch), never what a method does.
+trying things out; it changes sizes only (samples, widths, batch), never what a method does. The demo preset is
+the CPU preset with fewer samples per ray, for the small synthetic scene of ``./run.sh demo``.
+
+``python -m nerf_inr_methods.nerfstudio_plugin.presets [cpu|demo]`` prints a preset's ns-train flags.
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ CPU_PRESET: Dict[str, Any] = {
     "pipeline.model.eval_num_rays_per_chunk": 4096,
 }
 
-PRESETS: Dict[str, Dict[str, Any]] = {"cpu": CPU_PRESET}
+DEMO_PRESET: Dict[str, Any] = {
+    **CPU_PRESET,
+    "pipeline.model.num_coarse_samples": 16,
+    "pipeline.model.num_importance_samples": 16,
+}
+"""The CPU preset with half the samples per ray, for the demo's small synthetic scene (64 px, objects filling the
+middle of the near-far range): steps ~1.5x faster and, on that scene, no worse per step (measured in the README)."""
+
+PRESETS: Dict[str, Dict[str, Any]] = {"cpu": CPU_PRESET, "demo": DEMO_PRESET}
 
 
 def preset_flags(name: str = "cpu") -> List[str]:
@@ -43,6 +54,21 @@ def apply_preset(config: Any, name: str = "cpu") -> Any:
     return config
 
 
+def matching_preset(config: Any) -> str | None:
+    """The name of the first preset whose every value the TrainerConfig has, or None (e.g. a run with its own sizes)."""
+    for name, values in PRESETS.items():
+        if all(_get(config, path) == value for path, value in values.items()):
+            return name
+    return None
+
+
+def _get(config: Any, path: str) -> Any:
+    target = config
+    for part in path.split("."):
+        target = getattr(target, part, None)
+    return target
+
+
 def _preset(name: str) -> Dict[str, Any]:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
@@ -50,4 +76,9 @@ def _preset(name: str) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(" ".join(preset_flags()))
+    import sys
+
+    chosen = sys.argv[1] if len(sys.argv) > 1 else "cpu"
+    if chosen not in PRESETS:
+        sys.exit(f"presets: unknown preset {chosen!r}; expected one of {sorted(PRESETS)}")
+    print(" ".join(preset_flags(chosen)))
