@@ -28,8 +28,9 @@ The benchmarks are modules of the ``benchmarks`` package: run them from the repo
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -214,6 +215,25 @@ def finish(
 
 
 # ------------------------------------------------------------------------------------------ image benchmarks
+def lr_beyond_edge(scores: Mapping[float, float], factor: float = 3.0) -> float | None:
+    """The next lr to try when the best of a grid search sits on an edge: one ``factor`` step beyond that edge, or
+    None when the best is inside the grid (the search is done).
+
+    Example: ``lr_beyond_edge({5e-4: 25.0, 1.5e-3: 28.0})`` is ``4.5e-3``;
+    ``lr_beyond_edge({1e-3: 1.0, 3e-3: 2.0, 9e-3: 1.5})`` is None.
+
+    Args:
+        scores: {lr: score, higher is better} of the lrs tried so far (non-finite scores count as the worst).
+    """
+    grid = sorted(scores)
+    best = max(grid, key=lambda lr: scores[lr] if math.isfinite(scores[lr]) else -math.inf)
+    if len(grid) > 1 and best == grid[0]:
+        return grid[0] / factor
+    if len(grid) > 1 and best == grid[-1]:
+        return grid[-1] * factor
+    return None
+
+
 def load_image(name: str, size: int) -> Tensor:
     """A scikit-image sample photograph, centre-cropped to a square and resized (anti-aliased).
 

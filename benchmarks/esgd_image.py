@@ -52,7 +52,15 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks import common
-from benchmarks.common import fmt_pm, markdown_table, paired_stats, plateau_gain, time_to_target, verdict
+from benchmarks.common import (
+    fmt_pm,
+    lr_beyond_edge,
+    markdown_table,
+    paired_stats,
+    plateau_gain,
+    time_to_target,
+    verdict,
+)
 from nerf_inr_methods.coordfit import fit, predict, psnr_from_mse
 from nerf_inr_methods.core.esgd import ESGD
 from nerf_inr_methods.core.mlp import make_mlp
@@ -243,14 +251,10 @@ def tune_lr(kind: str, cfg: EsgdImageConfig, coords: Tensor, colors: Tensor) -> 
     for lr in LR_GRIDS[kind]:
         score(lr)
     for _ in range(cfg.max_extensions):
-        grid = sorted(scores)
-        best = max(grid, key=lambda x: scores[x])
-        if best == grid[0]:
-            score(grid[0] / 3)
-        elif best == grid[-1]:
-            score(grid[-1] * 3)
-        else:
+        beyond = lr_beyond_edge(scores)
+        if beyond is None:
             break
+        score(beyond)
     grid = sorted(scores)
     best = max(grid, key=lambda x: scores[x])
     return best, scores, best in (grid[0], grid[-1])

@@ -12,7 +12,8 @@ Protocol (../shared/docs/benchmarks.md, issue 17):
   arm's lr, so each changes one thing: ``-1draw``, ``-no-warmup``, ``-mean``), plus ``esgd-official-draws`` (the
   official recipe with the robust step-0 draws only, at the official arm's lr). Ablations run on the first
   ``ablation_seeds`` seeds.
-- Learning rates (constant): ``adam`` and ``esgd-g2`` on ``adam_lr_grid``, ``esgd-robust`` on ``robust_lr_grid``,
+- Learning rates (constant; a grid whose best sits on an edge is extended by x3 steps, ``max_extensions`` times):
+  ``adam`` and ``esgd-g2`` on ``adam_lr_grid``, ``esgd-robust`` on ``robust_lr_grid``,
   ``esgd-official`` on ``official_lr_grid`` (3 values each, x3 spacing), best final PSNR on the validation image.
 - Clock: training wall-clock and process CPU time of every step (forward, backward, the double backwards of
   curvature steps, the extra draws of the first one, batch gathering); evaluation excluded. PSNR on the pixels of
@@ -44,7 +45,16 @@ import tyro
 from torch import Tensor, nn
 
 from benchmarks import common
-from benchmarks.common import fmt_pm, log, markdown_table, mean_std, paired_stats, time_to_target, verdict
+from benchmarks.common import (
+    fmt_pm,
+    log,
+    lr_beyond_edge,
+    markdown_table,
+    mean_std,
+    paired_stats,
+    time_to_target,
+    verdict,
+)
 from benchmarks.esgd_image import load_image
 from nerf_inr_methods.coordfit import optimization_step, predict, psnr_from_mse
 from nerf_inr_methods.core.esgd import RECIPES, ESGDConfig
@@ -139,11 +149,13 @@ class EsgdRobustConfig(common.BenchmarkOptions):
     """Steps of the lr-tuning runs (None: steps)."""
     tune_seed: int = 1000
     """Seed of the tuning runs (not a test seed)."""
+    max_extensions: int = 2
+    """How many times a tuned arm's grid may be extended by one x3 step while its best lr is on an edge."""
     lr: Dict[str, float] = field(default_factory=dict)
     """Skip tuning: arm -> lr (e.g. from an earlier run)."""
 
 
-QUICK = dict(size=32, width=32, batch=64, steps=40, eval_every=10, seeds=(0, 1), tune_steps=20)
+QUICK = dict(size=32, width=32, batch=64, steps=40, eval_every=10, seeds=(0, 1), tune_steps=20, max_extensions=0)
 
 
 # ----------------------------------------------------------------------------------------------------- runs
@@ -326,6 +338,14 @@ def tune(cfg: EsgdRobustConfig, arms: List[str], log) -> Tuple[Dict[str, float],
         for (a, lr, _), rec in zip(tasks, run_interleaved(tasks, image, cfg, steps, final=False), strict=True):
             scores[a][f"{lr:g}"] = rec["final_psnr"]
             log(f"[tune] {a:24s} lr {lr:<8g} validation final PSNR {rec['final_psnr']:.2f} dB")
+    for _ in range(cfg.max_extensions):  # a best lr on a grid's edge: one x3 step beyond it, interleaved
+        beyond = {a: lr_beyond_edge({float(k): v for k, v in scores[a].items()}) for a in tuned}
+        tasks = [(a, lr, cfg.tune_seed) for a, lr in beyond.items() if lr is not None]
+        if not tasks:
+            break
+        for (a, lr, _), rec in zip(tasks, run_interleaved(tasks, image, cfg, steps, final=False), strict=True):
+            scores[a][f"{lr:g}"] = rec["final_psnr"]
+            log(f"[tune] {a:24s} lr {lr:<8g} validation final PSNR {rec['final_psnr']:.2f} dB (grid extended)")
     best = {a: float(max(s, key=lambda k: s[k])) for a, s in scores.items()}
     best.update({a: float(v) for a, v in cfg.lr.items()})
     for a in arms:

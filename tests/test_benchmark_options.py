@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,12 @@ def test_results_stem_and_threads() -> None:
     assert IntImageConfig(steps=50).resolved().steps == 50  # a given value is kept
     with pytest.raises(ValueError, match="--threads"):
         IntImageConfig(threads=-1).use_threads()
+
+
+def test_a_grid_whose_best_lr_is_on_an_edge_is_extended_beyond_it() -> None:
+    from benchmarks.common import lr_beyond_edge
+
+    assert math.isclose(lr_beyond_edge({5e-4: 25.0, 1.5e-3: 28.0}), 4.5e-3)
+    assert math.isclose(lr_beyond_edge({0.1: 5.0, 0.3: 4.0, 0.9: float("nan")}), 0.1 / 3)  # a NaN is the worst
+    assert lr_beyond_edge({1e-3: 1.0, 3e-3: 2.0, 9e-3: 1.5}) is None
+    assert lr_beyond_edge({1e-3: 1.0}) is None  # one lr: no direction
