@@ -95,6 +95,7 @@ def test_interval_schedules_match_methods_md() -> None:
     assert inc == [1, 10, 20, 30, 40, 50, 60, 70, 80, 90]
     assert [interval_at(s * 100, total, "decremental", 90) for s in range(10)] == inc[::-1]
     assert all(interval_at(t, total, "dense", 90) == 1 for t in range(0, total, 37))
+    assert all(interval_at(t, total, "constant", 4) == 4 for t in range(0, total, 37))
     # Scaled maximum for short runs: 1 -> 10.
     assert [interval_at(s * 10, 100, "incremental", 10) for s in range(10)] == [1, 1, 2, 3, 4, 6, 7, 8, 9, 10]
     with pytest.raises(ValueError, match="interval kind"):
@@ -112,7 +113,7 @@ def test_stages_are_equal_tenths() -> None:
         stage_of(0, 0)
 
 
-@pytest.mark.parametrize("kind", ["incremental", "decremental", "dense"])
+@pytest.mark.parametrize("kind", ["incremental", "decremental", "dense", "constant"])
 @pytest.mark.parametrize("total", [1, 7, 100, 1003])
 def test_selection_steps_follow_the_interval_rule(kind: str, total: int) -> None:
     steps = selection_steps(total, kind, 90)
@@ -124,6 +125,10 @@ def test_selection_steps_follow_the_interval_rule(kind: str, total: int) -> None
             last = t
     assert list(steps) == ref
     assert all(is_selection_step(t, total, kind, 90) == (t in set(ref)) for t in range(total))
+
+
+def test_constant_interval_selects_every_max_interval_steps() -> None:
+    assert selection_steps(18750, "constant", 4) == tuple(range(0, 18750, 4))
 
 
 def test_incremental_selection_counts() -> None:

@@ -134,7 +134,7 @@ class IntSamplerConfig(SamplerParameters):
     r0: float = 0.2
     """Starting (constant: fixed) trained fraction."""
     interval_kind: IntervalKind = "incremental"
-    """Schedule of pool re-selection (int, random, soft): dense, incremental (paper) or decremental."""
+    """Schedule of pool re-selection (int, random, soft): dense, incremental (paper), decremental or constant."""
     max_interval: int = 90
     """Largest re-selection interval in steps (the paper's 90 is for 5k-step image fits)."""
     reuse: ReuseKind = "keep"

@@ -27,11 +27,11 @@ from torch import Tensor
 
 RatioKind = Literal["constant", "step", "cosine", "r-cosine"]
 """How the selected fraction evolves: fixed r0; r0 -> 1 in 10 stages; r0 -> 1 cosine; 1 -> r0 cosine."""
-IntervalKind = Literal["dense", "incremental", "decremental"]
+IntervalKind = Literal["dense", "incremental", "decremental", "constant"]
 """How often the subset is re-selected: every step; 1 then growing to max_interval; max_interval shrinking to 1."""
 
 RATIO_KINDS: tuple[str, ...] = ("constant", "step", "cosine", "r-cosine")
-INTERVAL_KINDS: tuple[str, ...] = ("dense", "incremental", "decremental")
+INTERVAL_KINDS: tuple[str, ...] = ("dense", "incremental", "decremental", "constant")
 NUM_STAGES = 10
 """The schedules split training into 10 equal stages s = 0..9."""
 
@@ -154,6 +154,7 @@ def interval_at(step: int, total_steps: int, kind: IntervalKind = "incremental",
     - ``dense``: 1.
     - ``incremental``: 1 in stage 0, then max(1, round(max_interval * s / 9)) in stage s (90: 1, 10, 20, ..., 90).
     - ``decremental``: the reverse, max_interval in stage 0 down to 1 in stage 9.
+    - ``constant``: max_interval in every stage (a fixed scoring cost per step, e.g. for soft mining's pool).
     """
     _check_step(step, total_steps)
     if not isinstance(max_interval, int) or max_interval < 1:
@@ -161,6 +162,8 @@ def interval_at(step: int, total_steps: int, kind: IntervalKind = "incremental",
     s = stage_of(step, total_steps)
     if kind == "dense":
         return 1
+    if kind == "constant":
+        return max_interval
     if kind == "decremental":
         s = NUM_STAGES - 1 - s
     elif kind != "incremental":
@@ -215,7 +218,7 @@ class IntSchedule:
     r0: float = 0.2
     """Starting (constant: fixed; r-cosine: final) selected fraction."""
     interval_kind: IntervalKind = "incremental"
-    """Interval schedule: dense, incremental (paper default), or decremental."""
+    """Interval schedule: dense, incremental (paper default), decremental, or constant (max_interval throughout)."""
     max_interval: int = 90
     """Largest re-selection interval (stage 9 for incremental); scale it down for short runs."""
 

@@ -108,7 +108,8 @@ class InrPipelineConfig(VanillaPipelineConfig):
     int_r0: float = 0.2
     """Starting fraction r0: rays trained per step = ceil(ratio * train-num-rays-per-batch)."""
     int_interval_kind: IntervalKind = "incremental"
-    """Interval schedule for replacing and re-scoring the pool (int, random, soft): dense, incremental, decremental."""
+    """Interval schedule for replacing and re-scoring the pool (int, random, soft): dense, incremental, decremental,
+    constant (int-max-interval throughout)."""
     int_max_interval: int = 10
     """Largest re-selection interval in steps (the paper's 90 is for 5k-step image fits)."""
     int_pool_batches: int = 1
