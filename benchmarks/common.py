@@ -67,6 +67,7 @@ __all__ = [
     "fmt_pm",
     "load_image",
     "log",
+    "lr_beyond_edge",
     "markdown_table",
     "mean_std",
     "paired_stats",
