@@ -98,6 +98,18 @@ ARMS: Dict[str, Arm] = {
         lr_of="esgd-robust",
         what="robust with the EMA of (Hv)^2 (bias-corrected by curvature steps) instead of the decayed max",
     ),
+    "esgd-robust-bound0.01": Arm(
+        "esgd",
+        {"recipe": "robust", "update_bound": 0.01},
+        lr_of="esgd-robust",
+        what="robust, each preconditioned step entry clipped to +-0.01",
+    ),
+    "esgd-robust-bound0.03": Arm(
+        "esgd",
+        {"recipe": "robust", "update_bound": 0.03},
+        lr_of="esgd-robust",
+        what="robust, each preconditioned step entry clipped to +-0.03",
+    ),
     "esgd-official-draws": Arm(
         "esgd",
         {"recipe": "official", "init_draws": RECIPES["robust"]["init_draws"]},
