@@ -345,19 +345,20 @@ def tune(cfg: EsgdRobustConfig, arms: List[str], log) -> Tuple[Dict[str, float],
     grid_of = {"adam": cfg.adam_lr_grid, "robust": cfg.robust_lr_grid, "official": cfg.official_lr_grid}
     grids = {a: grid_of[ARMS[a].grid] for a in tuned}  # type: ignore[index]
     scores: Dict[str, Dict[str, float]] = {a: {} for a in tuned}
-    for i in range(max((len(g) for g in grids.values()), default=0)):
-        tasks = [(a, grids[a][i], cfg.tune_seed) for a in tuned if i < len(grids[a])]
+
+    def score(tasks: List[Tuple[str, float, int]], note: str = "") -> None:
         for (a, lr, _), rec in zip(tasks, run_interleaved(tasks, image, cfg, steps, final=False), strict=True):
             scores[a][f"{lr:g}"] = rec["final_psnr"]
-            log(f"[tune] {a:24s} lr {lr:<8g} validation final PSNR {rec['final_psnr']:.2f} dB")
+            log(f"[tune] {a:24s} lr {lr:<8g} validation final PSNR {rec['final_psnr']:.2f} dB{note}")
+
+    for i in range(max((len(g) for g in grids.values()), default=0)):
+        score([(a, grids[a][i], cfg.tune_seed) for a in tuned if i < len(grids[a])])
     for _ in range(cfg.max_extensions):  # a best lr on a grid's edge: one x3 step beyond it, interleaved
         beyond = {a: lr_beyond_edge({float(k): v for k, v in scores[a].items()}) for a in tuned}
         tasks = [(a, lr, cfg.tune_seed) for a, lr in beyond.items() if lr is not None]
         if not tasks:
             break
-        for (a, lr, _), rec in zip(tasks, run_interleaved(tasks, image, cfg, steps, final=False), strict=True):
-            scores[a][f"{lr:g}"] = rec["final_psnr"]
-            log(f"[tune] {a:24s} lr {lr:<8g} validation final PSNR {rec['final_psnr']:.2f} dB (grid extended)")
+        score(tasks, " (grid extended)")
     best = {a: float(max(s, key=lambda k: s[k])) for a, s in scores.items()}
     best.update({a: float(v) for a, v in cfg.lr.items()})
     for a in arms:

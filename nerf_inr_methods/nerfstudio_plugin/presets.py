@@ -9,7 +9,7 @@ the CPU preset with fewer samples per ray, for the small synthetic scene of ``./
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 # Dotted attribute paths on a nerfstudio TrainerConfig -> value.
 CPU_PRESET: Dict[str, Any] = {
@@ -44,10 +44,7 @@ def preset_flags(name: str = "cpu") -> List[str]:
 def apply_preset(config: Any, name: str = "cpu") -> Any:
     """Set the preset's values on a TrainerConfig in place; paths the config lacks raise AttributeError."""
     for path, value in _preset(name).items():
-        *parents, leaf = path.split(".")
-        target = config
-        for part in parents:
-            target = getattr(target, part)
+        target, leaf = _parent(config, path)
         if not hasattr(target, leaf):
             raise AttributeError(f"preset {name!r}: {type(target).__name__} has no field {leaf!r} ({path})")
         setattr(target, leaf, value)
@@ -57,16 +54,20 @@ def apply_preset(config: Any, name: str = "cpu") -> Any:
 def matching_preset(config: Any) -> str | None:
     """The name of the first preset whose every value the TrainerConfig has, or None (e.g. a run with its own sizes)."""
     for name, values in PRESETS.items():
-        if all(_get(config, path) == value for path, value in values.items()):
-            return name
+        try:
+            if all(getattr(*_parent(config, path)) == value for path, value in values.items()):
+                return name
+        except AttributeError:  # a config without one of the preset's fields matches none
+            continue
     return None
 
 
-def _get(config: Any, path: str) -> Any:
-    target = config
-    for part in path.split("."):
-        target = getattr(target, part, None)
-    return target
+def _parent(config: Any, path: str) -> Tuple[Any, str]:
+    """(the object holding a dotted path's last field, that field's name); AttributeError if a parent is missing."""
+    *parents, leaf = path.split(".")
+    for part in parents:
+        config = getattr(config, part)
+    return config, leaf
 
 
 def _preset(name: str) -> Dict[str, Any]:
