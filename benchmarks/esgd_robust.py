@@ -9,7 +9,8 @@ Protocol (../shared/docs/benchmarks.md, issue 17):
 - Arms (:data:`ARMS`): ``adam``; ``esgd-robust`` (``ESGDConfig(recipe="robust")``); ``esgd-official`` (the official
   INR code's recipe); ``esgd-g2`` (the robust recipe with ``(Hv)^2`` replaced by ``g^2``, identical schedule); and
   one ablation per robust option (the robust recipe with that option set back to the official value, at the robust
-  arm's lr, so each changes one thing: ``-1draw``, ``-no-warmup``, ``-mean``), plus ``esgd-official-draws`` (the
+  arm's lr, so each changes one thing: ``-1draw``, ``-no-warmup``, ``-mean``, ``-no-bound``; ``-bound0.03`` a looser
+  bound), plus ``esgd-official-draws`` (the
   official recipe with the robust step-0 draws only, at the official arm's lr). Ablations run on the first
   ``ablation_seeds`` seeds.
 - Learning rates (constant; a grid whose best sits on an edge is extended by x3 steps, ``max_extensions`` times):
@@ -98,11 +99,11 @@ ARMS: Dict[str, Arm] = {
         lr_of="esgd-robust",
         what="robust with the EMA of (Hv)^2 (bias-corrected by curvature steps) instead of the decayed max",
     ),
-    "esgd-robust-bound0.01": Arm(
+    "esgd-robust-no-bound": Arm(
         "esgd",
-        {"recipe": "robust", "update_bound": 0.01},
+        {"recipe": "robust", "update_bound": 0.0},
         lr_of="esgd-robust",
-        what="robust, each preconditioned step entry clipped to +-0.01",
+        what="robust without the step bound (preconditioned step entries not clipped)",
     ),
     "esgd-robust-bound0.03": Arm(
         "esgd",
