@@ -252,6 +252,10 @@ def trainer_config(spec: RunSpec, run_dir: Path):
         overrides=overrides,
     )
     assert config.get_base_dir() == run_dir, (config.get_base_dir(), run_dir)
+    if getattr(config.pipeline, "int_enabled", False):
+        # INT's schedules span the run's T steps; left unset, T would be taken from the trainer as resumed step +
+        # max_num_iterations, which a continued run would see as a different schedule (and refuse)
+        config.pipeline.int_total_steps = spec.steps
     config.steps_per_save = spec.eval_every
     config.save_only_latest_checkpoint = True
     hold_steps, decay_steps = int(round(spec.hold * spec.steps)), int(round(spec.decay_end * spec.steps))

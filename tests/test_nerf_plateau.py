@@ -73,3 +73,24 @@ def test_interrupted_run_continues_from_its_checkpoint(tmp_path: Path, tiny_scen
     assert [p["step"] for p in extended["curve"]] == [0, 5, 10, 15, 20, 25]
     assert extended["curve"][:5] == record["curve"]
     assert [s["start_step"] for s in extended["segments"]] == [0, 10, 20]
+
+
+def test_interrupted_int_run_continues_its_schedule(tmp_path: Path, tiny_scene: Path) -> None:
+    """A sampler arm's checkpoint holds INT's state for the run's T steps: the continued run must see the same T."""
+    from benchmarks.nerf_plateau import RunSpec, train_run
+
+    spec = RunSpec(
+        scene="synthetic",
+        arm="int-soft-every4",
+        seed=0,
+        lr=1e-3,
+        steps=12,
+        lr_final_ratio=0.1,
+        rays=64,
+        eval_every=4,
+        data=str(tiny_scene),
+    )
+    assert not train_run(spec, tmp_path, until=4)["finished"]
+    record = train_run(spec, tmp_path)
+    assert record["finished"] and [p["step"] for p in record["curve"]] == [0, 4, 8, 12]
+    assert [s["start_step"] for s in record["segments"]] == [0, 4]
