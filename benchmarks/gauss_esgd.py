@@ -51,7 +51,7 @@ import tyro
 
 from benchmarks import common
 from benchmarks.common import RESULTS_DIR, finish, fmt_pm, log, markdown_table, mean_std, paired_stats, verdict
-from benchmarks.nerf_common import MIC, MIC_100PX
+from benchmarks.nerf_common import MIC, MIC_100PX, check_scene_folder
 
 ARMS = ("adam", "esgd", "esgd-robust", "esgd-g2", "vanilla")
 TUNED = ("adam", "esgd", "esgd-robust", "esgd-g2")
@@ -256,8 +256,7 @@ def main(args: GaussEsgdConfig) -> Dict[str, Any]:
         args.results_dir = Path(tempfile.mkdtemp(prefix="gauss_esgd_quick_"))
     if "adam" not in args.arms or any(a not in ARMS for a in args.arms):
         raise ValueError(f"--arms must include adam (its final PSNR is the target) and name arms of {ARMS}")
-    if not args.data.is_dir():
-        raise FileNotFoundError(f"--data {args.data} is not a directory (expected a Blender scene such as mic)")
+    check_scene_folder(args.data)
     if any(arm not in TUNED for arm in args.lr):
         raise ValueError(f"--lr names arms to skip tuning, from {TUNED}; got {sorted(args.lr)}")
     fixed: Dict[str, float] = {arm: float(value) for arm, value in args.lr.items()}

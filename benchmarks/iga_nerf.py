@@ -58,7 +58,7 @@ from benchmarks.common import (
     paired_stats,
     verdict,
 )
-from benchmarks.nerf_common import MIC, MIC_100PX, train_arm
+from benchmarks.nerf_common import MIC, MIC_100PX, check_scene_folder, train_arm
 from nerf_inr_methods.nerfstudio_plugin.iga_nerf import fine_field_entk, fine_representatives
 from nerf_inr_methods.nerfstudio_plugin.runs import own_event_writers, prepare_config
 
@@ -112,10 +112,7 @@ class IgaNerfConfig(common.BenchmarkOptions):
         c = dataclasses.replace(c, tune_steps=c.tune_steps or c.steps, lrs=list(c.lrs))
         if c.steps < 2 or c.seeds < 1 or c.end < 1 or c.probe <= c.end + 1:
             raise ValueError("--steps >= 2, --seeds >= 1, --end >= 1 and --probe > --end + 1 are required")
-        if not c.data.is_dir():
-            raise FileNotFoundError(
-                f"--data {c.data} is not a folder (expected a Blender scene, e.g. ../shared/data/blender/mic)"
-            )
+        check_scene_folder(c.data)
         return c
 
 

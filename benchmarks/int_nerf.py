@@ -32,7 +32,7 @@ import torch
 
 from benchmarks import common
 from benchmarks.common import finish, fmt_pm, log, markdown_table, paired_stats, plateau_gain, time_to_target, verdict
-from benchmarks.nerf_common import MIC, MIC_100PX, train_arm
+from benchmarks.nerf_common import MIC, MIC_100PX, check_scene_folder, train_arm
 from nerf_inr_methods.nerfstudio_plugin.runs import prepare_config
 
 ArmName = Literal["vanilla", "int", "random"]
@@ -72,8 +72,7 @@ class IntNerfConfig(common.BenchmarkOptions):
         c = dataclasses.replace(c, seeds=list(c.seeds), arms=list(c.arms), eval_every=eval_every)
         if "vanilla" not in c.arms:
             raise ValueError(f"--arms must include vanilla (its final PSNR is the target), got {c.arms}")
-        if not c.data.is_dir():
-            raise FileNotFoundError(f"--data {c.data} is not a directory (expected a Blender scene such as mic)")
+        check_scene_folder(c.data)
         return c
 
 

@@ -26,6 +26,12 @@ MIC_100PX = {"pipeline.datamanager.camera_res_scale_factor": 0.5}
 """Override for ``runs.prepare_config``: mic's 200 px images loaded at 100 px (images and intrinsics)."""
 
 
+def check_scene_folder(data: Path) -> None:
+    """Refuse a ``--data`` that is not a folder (a Blender scene such as mic is expected)."""
+    if not Path(data).is_dir():
+        raise FileNotFoundError(f"--data {data} is not a folder (expected a Blender scene, e.g. {MIC})")
+
+
 @dataclass
 class EvalViews:
     """A fixed subset of one split's views: cameras (n_views,) and images, each (H, W, 3 or 4) in [0, 1]."""

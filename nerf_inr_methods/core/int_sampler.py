@@ -251,10 +251,18 @@ class _Pool:
     size: int
     ids: Tensor | None
     cells: Tensor | None
-    scores: Tensor | None
-    """(P,) errors of the last scoring (refreshed by training forwards with ``rerank``); None before scoring."""
     forced: Tensor
     trained: Tensor
+    scores: Tensor | None = None
+    """(P,) errors of the last scoring (refreshed by training forwards with ``rerank``); None before scoring."""
+
+
+def _indices_below(indices: Tensor, limit: int, what: str) -> Tensor:
+    """``indices`` as int64, refusing any outside [0, limit) (ValueError naming ``what`` and the range found)."""
+    indices = indices.long()
+    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= limit):
+        raise ValueError(f"{what} must lie in [0, {limit}), got {int(indices.min())}..{int(indices.max())}")
+    return indices
 
 
 def inclusion_probabilities(probabilities: Tensor, k: int, iterations: int = 30) -> Tensor:
@@ -589,29 +597,14 @@ class IntSampler:
         device = ids.device if ids is not None else (cells.device if cells is not None else torch.device("cpu"))
         forced = torch.zeros(size, dtype=torch.bool, device=device)
         if ids is not None and self.config.max_skips is not None and self.num_points is not None:
-            ids = ids.long()
-            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_points):
-                raise ValueError(
-                    f"candidate ids must lie in [0, {self.num_points}), got {int(ids.min())}..{int(ids.max())}"
-                )
+            ids = _indices_below(ids, self.num_points, "candidate ids")
             if self.skips is None:
                 self.skips = torch.zeros(self.num_points, dtype=torch.uint8, device=device)
             forced = self.skips[ids] >= self.config.max_skips
         if cells is not None and self.num_cells is not None:
-            cells = cells.long()
-            if cells.numel() and (int(cells.min()) < 0 or int(cells.max()) >= self.num_cells):
-                raise ValueError(
-                    f"error-map cells must lie in [0, {self.num_cells}), got {int(cells.min())}..{int(cells.max())}"
-                )
-        self.pool = _Pool(
-            step=step,
-            size=size,
-            ids=ids,
-            cells=cells,
-            scores=None,
-            forced=forced,
-            trained=torch.zeros(size, dtype=torch.bool, device=device),
-        )
+            cells = _indices_below(cells, self.num_cells, "error-map cells")
+        trained = torch.zeros(size, dtype=torch.bool, device=device)
+        self.pool = _Pool(step=step, size=size, ids=ids, cells=cells, forced=forced, trained=trained)
 
     def _retire_pool(self) -> None:
         """One more skip for every point of the current pool left untrained (a point drawn twice counts as trained if

@@ -46,6 +46,10 @@ from torch import Tensor
 
 from nerf_inr_methods import mesh as meshlib
 from nerf_inr_methods.cli import check_output_file, check_positive, run_command
+from nerf_inr_methods.nerfstudio_plugin.offline import (
+    load_run,
+    relocate,  # noqa: F401  (demo.py imports it from here)
+)
 
 
 def field_of(model: torch.nn.Module, field_name: str | None = None) -> Field:
@@ -347,13 +351,8 @@ class ExportMesh:
     def main(self) -> Path:
         """Load the run, extract, export; returns the written path."""
         self.check_flags()
-        from nerf_inr_methods.nerfstudio_plugin.offline import safe_eval_setup
-
-        config_path = Path(self.load_config)
-        run_dir = config_path.resolve().parent
-        _, pipeline, _, step = safe_eval_setup(
-            config_path, test_mode="inference", update_config_callback=relocate(run_dir)
-        )
+        run = load_run(self.load_config, test_mode="inference")
+        pipeline, step = run.pipeline, run.step
         model = pipeline.model
         field = field_of(model, self.field_name)
         aabb = model.scene_box.aabb.detach().cpu().double().numpy()
@@ -361,7 +360,7 @@ class ExportMesh:
         hi = np.asarray(self.bounds_max if self.bounds_max is not None else aabb[1], dtype=np.float64)
         transform = None
         if self.coordinates == "original":
-            transform = self._original_transform(run_dir, pipeline)
+            transform = self._original_transform(run.run_dir, pipeline)
         result = extract_field_mesh(
             field,
             lo,
@@ -412,23 +411,6 @@ def check_load_config(path: Path, flag: str = "--load-config") -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{flag} {path} does not exist (expected a run's config.yml)")
     return path
-
-
-def relocate(run_dir: Path):
-    """``eval_setup`` callback loading checkpoints from ``run_dir`` even if the run folder moved since training."""
-
-    def callback(config: Any) -> Any:
-        config.relative_model_dir = (Path(run_dir) / config.relative_model_dir).resolve()  # absolute: wins in "/"
-        datamanager = config.pipeline.datamanager
-        data = getattr(datamanager, "data", None) or getattr(getattr(datamanager, "dataparser", None), "data", None)
-        if data is not None and not Path(data).exists():
-            raise FileNotFoundError(
-                f"{Path(run_dir) / 'config.yml'}: its dataset {data} does not exist (the scene box and the "
-                "dataparser transform come from it); run from the directory training ran in"
-            )
-        return config
-
-    return callback
 
 
 def entrypoint() -> None:

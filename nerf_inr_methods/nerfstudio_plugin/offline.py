@@ -22,7 +22,7 @@ it through its entry points in ``ns-train``, ``ns-eval`` and ``ns-render``):
   holds (:func:`nerf_inr_methods.safe_io.install_safe_yaml_for_nerfstudio`).
 
 :func:`safe_eval_setup` is nerfstudio's ``eval_setup`` with both files loaded by ``safe_io`` and one clear error per
-bad input (our ``inr-mesh`` uses it).
+bad input; :func:`load_run` is it on a run folder that may have moved since training (``inr-mesh`` and the demo).
 
 Two more for the console:
 
@@ -42,7 +42,7 @@ import sys
 import warnings
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -286,3 +286,39 @@ def safe_eval_setup(
             f"({' '.join(str(error).split())[:200]})"
         ) from None
     return config, pipeline, checkpoint_path, int(state.get("step", step))
+
+
+def relocate(run_dir: Path):
+    """``eval_setup`` callback loading checkpoints from ``run_dir`` even if the run folder moved since training."""
+
+    def callback(config: Any) -> Any:
+        config.relative_model_dir = (Path(run_dir) / config.relative_model_dir).resolve()  # absolute: wins in "/"
+        datamanager = config.pipeline.datamanager
+        data = getattr(datamanager, "data", None) or getattr(getattr(datamanager, "dataparser", None), "data", None)
+        if data is not None and not Path(data).exists():
+            raise FileNotFoundError(
+                f"{Path(run_dir) / 'config.yml'}: its dataset {data} does not exist (the scene box and the "
+                "dataparser transform come from it); run from the directory training ran in"
+            )
+        return config
+
+    return callback
+
+
+class LoadedRun(NamedTuple):
+    """A trained run loaded by :func:`load_run`: as ``eval_setup`` returns it, plus the run folder."""
+
+    config: Any
+    pipeline: Any
+    checkpoint: Path
+    step: int
+    run_dir: Path
+    """The folder holding the run's config.yml now (its checkpoints are read from there)."""
+
+
+def load_run(load_config: Path, test_mode: str = "test") -> LoadedRun:
+    """:func:`safe_eval_setup` of a run's config.yml, reading the checkpoints from the folder that holds it now
+    (:func:`relocate`: the run folder may have moved since training)."""
+    run_dir = Path(load_config).resolve().parent
+    loaded = safe_eval_setup(Path(load_config), test_mode=test_mode, update_config_callback=relocate(run_dir))
+    return LoadedRun(*loaded, run_dir)

@@ -12,8 +12,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 
-from nerf_inr_methods.nerfstudio_plugin.export_mesh import relocate
-from nerf_inr_methods.nerfstudio_plugin.offline import drop_unavailable_metrics
+from nerf_inr_methods.nerfstudio_plugin.offline import drop_unavailable_metrics, relocate
 
 
 def parse_views(spec: str, n_views: int) -> List[int]:
