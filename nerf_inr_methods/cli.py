@@ -6,12 +6,15 @@ refuse bad flags and output locations up front (before any long work), with a me
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
 import tempfile
+import types
+import typing
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 
 def _one_line(text: str) -> str:
@@ -72,6 +75,34 @@ def check_positive(value: Any, flag: str, minimum: float = 1, integer: bool = Tr
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
         raise ValueError(f"{flag} must be a finite number >= {minimum:g}, got {value!r}")
+
+
+def allowed_values(annotation: Any) -> tuple[Any, ...] | None:
+    """The values a ``Literal`` annotation allows (with None for ``Literal[...] | None``); None for other types."""
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = typing.get_args(annotation)
+        literals = [m for m in members if typing.get_origin(m) is Literal]
+        if literals and all(m in literals or m is type(None) for m in members):
+            optional = (None,) if type(None) in members else ()
+            return tuple(value for literal in literals for value in typing.get_args(literal)) + optional
+    return None
+
+
+def check_choices(options: Any, prefix: str = "--") -> None:
+    """Refuse a value outside its ``Literal`` type in the dataclass ``options`` or in its nested option dataclasses,
+    naming the flag (``prefix`` + the field name, dashed). tyro already refuses these on the command line; this is the
+    one check for values that arrive otherwise (Python callers, stored configs)."""
+    hints = typing.get_type_hints(type(options))
+    for field in dataclasses.fields(options):
+        value, flag = getattr(options, field.name), prefix + field.name.replace("_", "-")
+        if dataclasses.is_dataclass(value):
+            check_choices(value, flag + ".")
+            continue
+        choices = allowed_values(hints[field.name])
+        if choices is not None and value not in choices:
+            raise ValueError(f"{flag} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
 
 def check_output_dir(path: str | os.PathLike, flag: str, label: str | None = None) -> Path:

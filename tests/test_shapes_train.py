@@ -14,6 +14,7 @@ import pytest
 import torch
 import trimesh
 
+from nerf_inr_methods.core.esgd import ESGDConfig
 from nerf_inr_methods.shapes import cli, train
 from nerf_inr_methods.shapes.config import (
     DerivativeOptions,
@@ -73,7 +74,7 @@ VARIANTS = {
     "adam-fresh": dict(),
     "adam-pool": dict(points="pool"),
     "esgd": dict(optimizer="esgd", activation="gaussian", points="pool"),
-    "esgd-gradient-ablation": dict(optimizer="esgd", points="pool", esgd=None),
+    "esgd-gradient-ablation": dict(optimizer="esgd", points="pool", esgd=ESGDConfig(hvp_source="gradient")),
     "lbfgs": dict(optimizer="lbfgs", points="full"),
     "int": dict(points="full", int_selection=IntOptions(enabled=True, max_interval=2)),
     "int-random": dict(points="full", int_selection=IntOptions(enabled=True, random_subset=True)),
@@ -100,12 +101,7 @@ VARIANTS = {
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_each_optimizer_and_switch_runs(torus_path: Path, tmp_path: Path, name: str) -> None:
-    kw = dict(VARIANTS[name])
-    if name == "esgd-gradient-ablation":
-        from nerf_inr_methods.core.esgd import ESGDConfig
-
-        kw["esgd"] = ESGDConfig(hvp_source="gradient")
-    cfg = tiny(torus_path, tmp_path, **kw)
+    cfg = tiny(torus_path, tmp_path, **VARIANTS[name])
     result = train.train_shape(cfg)
     check_run(result.metrics, result.run_dir)
     if name.startswith("int") and name != "int-random":
@@ -213,6 +209,10 @@ def test_config_errors_name_the_flag(torus_path: Path, tmp_path: Path) -> None:
         "--num-processes": dict(optimizer="esgd", num_processes=2),
         "--steps": dict(steps=0),
         "random-subset": dict(int_selection=IntOptions(random_subset=True)),
+        # choices given from Python (tyro refuses them on the command line)
+        "--task must be one of sdf, occupancy": dict(task="volume"),
+        "--iga.pool-groups must be one of": dict(iga=IgaOptions(pool_groups="shuffled")),
+        "--esgd.hvp-source must be one of": dict(optimizer="esgd", esgd=ESGDConfig(hvp_source="fisher")),
     }
     for match, kw in bad.items():
         with pytest.raises(ValueError, match=match):

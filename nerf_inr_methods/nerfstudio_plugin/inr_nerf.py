@@ -6,6 +6,8 @@ renderers, losses and initialisation); the method configs in ``method_configs.py
 
 from __future__ import annotations
 
+import math
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Tuple, Type
 
@@ -42,6 +44,8 @@ _BLENDED_RGB_KEY = "_blended_rgb"
 MLP_SIZES = ("base_mlp_num_layers", "base_mlp_layer_width", "head_mlp_num_layers", "head_mlp_layer_width")
 """The field sizes of :class:`InrNeRFModelConfig`, named as nerfstudio's ``NeRFField`` and ``GaussianNeRFField`` take
 them."""
+FieldType = Literal["relu-pe", "gaussian"]
+"""Values of --pipeline.model.field-type."""
 
 
 @dataclass
@@ -75,7 +79,7 @@ class InrNeRFModelConfig(VanillaModelConfig):
     iga_identity: bool = False
     """IGA's control: S = I through the same surrogate-loss path (same gradient as the plain MSE); needs --iga."""
     # Gaussian field (methods.md section 3): GARF-style field, usually trained with ESGD (gauss-nerf).
-    field_type: Literal["relu-pe", "gaussian"] = "relu-pe"
+    field_type: FieldType = "relu-pe"
     """Field architecture: vanilla NeRF's ReLU MLPs on positional encodings, or a GARF-style MLP of Gaussian
     activations on raw xyz and view directions (no encoding, fp32; sizes from the base/head MLP flags, where the
     head's layers are its Gaussian layers on [feature, direction])."""
@@ -88,6 +92,22 @@ class InrNeRFModelConfig(VanillaModelConfig):
     hierarchical_sampling: bool = True
     """Coarse and fine fields with PDF resampling (vanilla NeRF). False: a single field (the fine one) on
     num-coarse-samples stratified samples, as GARF; the coarse outputs are then gradient-free copies of it."""
+
+    def check_field_flags(self) -> None:
+        """--field-type, and the Gaussian field's sigma and depth (ValueError naming the flag). Checked by ns-train's
+        preflight, before any data is loaded, and when the model is set up (configs built in Python skip both tyro
+        and the preflight)."""
+        prefix = "--pipeline.model."
+        if self.field_type not in typing.get_args(FieldType):
+            raise ValueError(f"{prefix}field-type must be one of {typing.get_args(FieldType)}, got {self.field_type!r}")
+        if self.field_type == "gaussian":
+            sigma, layers = self.gaussian_sigma, self.base_mlp_num_layers
+            if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+                raise ValueError(f"{prefix}gaussian-sigma must be a number > 0, got {sigma!r}")
+            if layers < 2:
+                raise ValueError(
+                    f"{prefix}base-mlp-num-layers must be an integer >= 2 with --field-type gaussian, got {layers!r}"
+                )
 
     def uses_vanilla_fields(self) -> bool:
         """True when the field sizes are nerfstudio's, so nerfstudio's own fields are kept."""
@@ -104,6 +124,7 @@ class InrNeRFModel(NeRFModel):
     def populate_modules(self) -> None:
         if self.config.enable_temporal_distortion:
             raise ValueError("--pipeline.model.enable-temporal-distortion is not supported by nerf-inr-methods models")
+        self.config.check_field_flags()
         super().populate_modules()
         metadata = self.kwargs.get("metadata") or {}
         if self.config.use_dataparser_near_far and {"near_plane", "far_plane"} <= set(metadata):
@@ -125,13 +146,7 @@ class InrNeRFModel(NeRFModel):
         c = self.config
         sizes = {name: getattr(c, name) for name in MLP_SIZES}
         if c.field_type == "gaussian":
-            if not float(c.gaussian_sigma) > 0:
-                raise ValueError(f"--pipeline.model.gaussian-sigma must be > 0, got {c.gaussian_sigma!r}")
-            if c.base_mlp_num_layers < 2:
-                raise ValueError(f"--pipeline.model.base-mlp-num-layers must be >= 2, got {c.base_mlp_num_layers}")
             return GaussianNeRFField(**sizes, sigma=c.gaussian_sigma, layout=c.gaussian_layout)
-        if c.field_type != "relu-pe":
-            raise ValueError(f"--pipeline.model.field-type must be 'relu-pe' or 'gaussian', got {c.field_type!r}")
         return NeRFField(
             position_encoding=NeRFEncoding(
                 in_dim=3, num_frequencies=10, min_freq_exp=0.0, max_freq_exp=8.0, include_input=True

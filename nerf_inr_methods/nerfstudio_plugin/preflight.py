@@ -117,12 +117,8 @@ def check_model_flags(model: Any) -> None:
     _require_ints(model, prefix, sizes, minimum=1)
     background = getattr(model, "background_color", "white")
     _require(background in BACKGROUND_COLORS, f"{prefix}background-color", background, f"one of {BACKGROUND_COLORS}")
-    if getattr(model, "field_type", "relu-pe") == "gaussian":
-        _require(
-            _positive_finite(model.gaussian_sigma), f"{prefix}gaussian-sigma", model.gaussian_sigma, "a number > 0"
-        )
-        layers = model.base_mlp_num_layers
-        _require(layers >= 2, f"{prefix}base-mlp-num-layers", layers, "an integer >= 2 with --field-type gaussian")
+    if hasattr(model, "check_field_flags"):  # an InrNeRFModelConfig
+        model.check_field_flags()
     if getattr(model, "iga_identity", False) and not getattr(model, "iga", False):
         raise ValueError(f"{prefix}iga-identity True needs {prefix}iga True")
     collider = model.collider_params

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from nerf_inr_methods.cli import check_choices, check_positive
 from nerf_inr_methods.core.esgd import ESGDConfig
 from nerf_inr_methods.core.int_sampler import IntSamplerConfig, SamplerName, SamplerOptionError, SamplerParameters
 from nerf_inr_methods.core.int_selection import IntervalKind, RatioKind
@@ -291,13 +292,13 @@ def _lookup(cfg: ShapeFitConfig, name: str) -> Any:
 
 
 def resolve_config(cfg: ShapeFitConfig) -> ShapeFitConfig:
-    """Fill every None field from the protocol's defaults and validate the combination.
+    """Check every choice (:func:`nerf_inr_methods.cli.check_choices`), fill every None field from the protocol's
+    defaults and validate the combination.
 
     Raises:
         ValueError: naming the flag(s) and what was expected.
     """
-    if cfg.protocol not in PROTOCOL_DEFAULTS:
-        raise ValueError(f"--protocol must be one of {tuple(PROTOCOL_DEFAULTS)}, got {cfg.protocol!r}")
+    check_choices(cfg)
     names = [n for n in PROTOCOL_DEFAULTS[cfg.protocol] if n != "lr"]
     out = dataclasses.replace(cfg, **{n: _lookup(cfg, n) for n in names})
     if out.lr is None:
@@ -314,40 +315,24 @@ def resolve_config(cfg: ShapeFitConfig) -> ShapeFitConfig:
     return out
 
 
-def _positive_int(value: Any, flag: str, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{flag} must be an integer >= {minimum}, got {value!r}")
-
-
 def validate_config(cfg: ShapeFitConfig) -> None:
-    """Check a resolved configuration; raise ValueError naming the offending flag."""
-    if cfg.task not in ("sdf", "occupancy"):
-        raise ValueError(f"--task must be sdf or occupancy, got {cfg.task!r}")
-    if cfg.loss not in ("mse", "bce"):
-        raise ValueError(f"--loss must be mse or bce, got {cfg.loss!r}")
+    """Check the ranges and combinations of a resolved configuration whose choices :func:`resolve_config` checked;
+    raise ValueError naming the offending flag."""
     if cfg.task == "sdf" and cfg.loss == "bce":
         raise ValueError("--loss bce needs --task occupancy (BCE trains occupancy logits)")
-    if cfg.activation not in ("siren", "gaussian", "relu"):
-        raise ValueError(f"--activation must be siren, gaussian or relu, got {cfg.activation!r}")
     for flag, value in (("--width", cfg.width), ("--depth", cfg.depth), ("--steps", cfg.steps)):
-        _positive_int(value, flag)
-    _positive_int(cfg.pe_frequencies, "--pe-frequencies", 0)
+        check_positive(value, flag)
+    check_positive(cfg.pe_frequencies, "--pe-frequencies", 0)
     if not cfg.sigma > 0 or not cfg.w0 > 0:
         raise ValueError(f"--sigma and --w0 must be > 0, got {cfg.sigma} and {cfg.w0}")
     if not 0 < cfg.fill <= 1:
         raise ValueError(f"--fill must be in (0, 1], got {cfg.fill}")
-    if cfg.point_set not in ("samples", "voxels"):
-        raise ValueError(f"--point-set must be samples or voxels, got {cfg.point_set!r}")
-    if cfg.points not in ("fresh", "pool", "full"):
-        raise ValueError(f"--points must be fresh, pool or full, got {cfg.points!r}")
     if cfg.point_set == "voxels" and cfg.points == "fresh":
         raise ValueError("--point-set voxels is a fixed set of points: use --points pool or --points full")
-    _positive_int(cfg.batch_size, "--batch-size")
-    _positive_int(cfg.pool_size, "--pool-size")
-    _positive_int(cfg.voxel_resolution, "--voxel-resolution", 2)
+    check_positive(cfg.batch_size, "--batch-size")
+    check_positive(cfg.pool_size, "--pool-size")
+    check_positive(cfg.voxel_resolution, "--voxel-resolution", 2)
     cfg.sampling()  # validates fractions and scales
-    if cfg.optimizer not in DEFAULT_LR:
-        raise ValueError(f"--optimizer must be one of {tuple(DEFAULT_LR)}, got {cfg.optimizer!r}")
     if not (isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0):
         raise ValueError(f"--lr must be a finite number > 0, got {cfg.lr!r}")
     if not 0 < cfg.lr_final_factor <= 1:
@@ -361,8 +346,8 @@ def validate_config(cfg: ShapeFitConfig) -> None:
             )
         if cfg.derivative.kind != "none":
             raise ValueError("--derivative.kind needs a first-order optimizer (adam or esgd), not lbfgs")
-        _positive_int(cfg.lbfgs.max_iter, "--lbfgs.max-iter")
-        _positive_int(cfg.lbfgs.history_size, "--lbfgs.history-size")
+        check_positive(cfg.lbfgs.max_iter, "--lbfgs.max-iter")
+        check_positive(cfg.lbfgs.history_size, "--lbfgs.history-size")
     if cfg.int_selection.enabled and cfg.iga.enabled:
         raise ValueError(
             "--int-selection.enabled and --iga.enabled cannot be combined: INT's top-k subset breaks IGA's groups "
@@ -370,8 +355,8 @@ def validate_config(cfg: ShapeFitConfig) -> None:
         )
     if cfg.int_selection.random_subset and not cfg.int_selection.enabled:
         raise ValueError("--int-selection.random-subset is INT's control: it needs --int-selection.enabled")
-    _positive_int(cfg.int_selection.max_interval, "--int-selection.max-interval")
-    _positive_int(cfg.int_selection.error_map_resolution, "--int-selection.error-map-resolution")
+    check_positive(cfg.int_selection.max_interval, "--int-selection.max-interval")
+    check_positive(cfg.int_selection.error_map_resolution, "--int-selection.error-map-resolution")
     sampler = cfg.int_selection.sampler_config(cfg.int_selection.max_interval, cfg.seed)
     if cfg.int_selection.enabled and sampler.weights_loss and cfg.derivative.kind != "none":
         raise ValueError(
@@ -381,19 +366,15 @@ def validate_config(cfg: ShapeFitConfig) -> None:
     if cfg.iga.enabled:
         if cfg.loss != "mse":
             raise ValueError("--iga.enabled adjusts the residual of an l2 loss: use --loss mse")
-        _positive_int(cfg.iga.end, "--iga.end", 0)
-        _positive_int(cfg.iga.group_size, "--iga.group-size")
-        _positive_int(cfg.iga.groups_per_step, "--iga.groups-per-step")
-        _positive_int(cfg.iga.update_every, "--iga.update-every")
+        check_positive(cfg.iga.end, "--iga.end", 0)
+        check_positive(cfg.iga.group_size, "--iga.group-size")
+        check_positive(cfg.iga.groups_per_step, "--iga.groups-per-step")
+        check_positive(cfg.iga.update_every, "--iga.update-every")
         if not 1 <= cfg.iga.morton_bits <= 21:
             raise ValueError(f"--iga.morton-bits must be in 1..21, got {cfg.iga.morton_bits}")
-        if cfg.iga.pool_groups not in ("contiguous", "sorted"):
-            raise ValueError(f"--iga.pool-groups must be contiguous or sorted, got {cfg.iga.pool_groups!r}")
         sorted_batches = cfg.points == "fresh" or (cfg.points == "pool" and cfg.iga.pool_groups == "sorted")
         if sorted_batches and cfg.batch_size < 2 * cfg.iga.group_size:
             raise ValueError("--batch-size must hold at least 2 groups of --iga.group-size points")
-    if cfg.derivative.kind not in ("none", "eikonal", "normal"):
-        raise ValueError(f"--derivative.kind must be none, eikonal or normal, got {cfg.derivative.kind!r}")
     if cfg.derivative.kind != "none":
         if cfg.task != "sdf":
             raise ValueError("--derivative.kind eikonal/normal needs --task sdf")
@@ -404,9 +385,9 @@ def validate_config(cfg: ShapeFitConfig) -> None:
             )
         if not cfg.derivative.weight >= 0:
             raise ValueError(f"--derivative.weight must be >= 0, got {cfg.derivative.weight}")
-        _positive_int(cfg.derivative.num_points, "--derivative.num-points")
-        _positive_int(cfg.derivative.trace_points, "--derivative.trace-points")
-        _positive_int(cfg.derivative.trace_every, "--derivative.trace-every")
+        check_positive(cfg.derivative.num_points, "--derivative.num-points")
+        check_positive(cfg.derivative.trace_points, "--derivative.trace-points")
+        check_positive(cfg.derivative.trace_every, "--derivative.trace-every")
     for flag, value, low in (
         ("--eval-every", cfg.eval_every, 0),
         ("--eval-iou-resolution", cfg.eval_iou_resolution, 2),
@@ -417,7 +398,7 @@ def validate_config(cfg: ShapeFitConfig) -> None:
         ("--checkpoint-every", cfg.checkpoint_every, 0),
         ("--num-processes", cfg.num_processes, 1),
     ):
-        _positive_int(value, flag, low)
+        check_positive(value, flag, low)
     if cfg.mesh_resolution == 1:
         raise ValueError("--mesh-resolution must be 0 (no mesh) or >= 2")
     if cfg.num_processes > 1:
@@ -434,8 +415,6 @@ def validate_config(cfg: ShapeFitConfig) -> None:
             )
         if cfg.derivative.kind != "none":
             raise ValueError("--derivative.kind needs double backward, not supported with --num-processes > 1")
-    if cfg.mesh_format not in ("ply", "obj"):
-        raise ValueError(f"--mesh-format must be ply or obj, got {cfg.mesh_format!r}")
 
 
 def config_to_dict(cfg: ShapeFitConfig) -> dict[str, Any]:
