@@ -80,8 +80,11 @@ MeshName = Literal["bunny", "dragon"]
 MESHES: dict[MeshName, str] = {"bunny": "stanford-bunny.obj", "dragon": "dragon.ply"}
 VariantName = Literal["adam", "int", "esgd", "iga"]
 VARIANTS: tuple[VariantName, ...] = ("adam", "int", "esgd", "iga")
-CONTROLS = ("int-random", "iga-identity", "esgd-g2", "adam-gaussian")
-LR_GRIDS = {"adam": (3e-4, 1e-3, 3e-3), "esgd": (0.05, 0.15, 0.5)}
+CONTROLS = ("int-random", "iga-identity", "esgd-g2", "adam-gaussian", "esgd-official")
+ALL_VARIANTS = (*VARIANTS, *CONTROLS)
+LR_GRIDS = {"adam": (3e-4, 1e-3, 3e-3), "esgd": (0.45, 1.35, 4.0, 12.0), "esgd-official": (0.05, 0.15, 0.5)}
+"""lr grids: Adam-based variants; ESGD's robust recipe (the default; its decayed maximum of (Hv)^2 takes larger lrs:
+about 4 on the image control); ESGD's official recipe."""
 CURVE_RES = 64
 FINAL_RES = 128
 TUNE_SEED = 100
@@ -98,9 +101,12 @@ def variant_config(base: ShapeFitConfig, variant: str) -> ShapeFitConfig:
             activation="siren",
             int_selection=IntOptions(enabled=True, random_subset=variant == "int-random"),
         )
-    if variant in ("esgd", "esgd-g2"):
-        hvp = "gradient" if variant == "esgd-g2" else "hessian"
-        return replace(base, protocol="esgd", optimizer="esgd", activation="gaussian", esgd=ESGDConfig(hvp_source=hvp))
+    if variant in ("esgd", "esgd-g2", "esgd-official"):
+        esgd = ESGDConfig(
+            recipe="official" if variant == "esgd-official" else "robust",
+            hvp_source="gradient" if variant == "esgd-g2" else "hessian",
+        )
+        return replace(base, protocol="esgd", optimizer="esgd", activation="gaussian", esgd=esgd)
     if variant == "adam-gaussian":
         return replace(base, protocol="esgd", optimizer="adam", activation="gaussian")
     if variant in ("iga", "iga-identity"):
@@ -111,6 +117,8 @@ def variant_config(base: ShapeFitConfig, variant: str) -> ShapeFitConfig:
 
 
 def lr_grid(variant: str) -> tuple[float, ...]:
+    if variant == "esgd-official":
+        return LR_GRIDS["esgd-official"]
     return LR_GRIDS["esgd" if variant.startswith("esgd") else "adam"]
 
 
@@ -206,10 +214,12 @@ def tune(base: ShapeFitConfig, variants: list[str], budget: float, log: list[str
     return out
 
 
-def summarize(mesh: str, runs: list[dict[str, Any]], variants: list[str]) -> tuple[str, dict[str, Any]]:
-    """Markdown table and paired statistics of one mesh's runs."""
+def summarize(
+    mesh: str, runs: list[dict[str, Any]], variants: list[str], baseline: str = "adam"
+) -> tuple[str, dict[str, Any]]:
+    """Markdown table and paired statistics of one mesh's runs (differences: variant - ``baseline``)."""
     by = {v: sorted([r for r in runs if r["variant"] == v], key=lambda r: r["seed"]) for v in variants}
-    base = by["adam"]
+    base = by[baseline]
     rows, stats = [], {}
     for v in variants:
         rs = by[v]
@@ -225,7 +235,7 @@ def summarize(mesh: str, runs: list[dict[str, Any]], variants: list[str]) -> tup
             t_var = time_to_target(r["curve_t"], r["curve_iou"], target)
             ttts.append(t_var)
             ratios.append(t_var / t_base if (t_var is not None and t_base) else math.inf)
-        d_iou = paired_stats(ious, ious) if v == "adam" else paired_stats([r["iou_final"] for r in base], ious)
+        d_iou = paired_stats([r["iou_final"] for r in base], ious)
         finite = [x for x in ratios if math.isfinite(x)]
         d_eq = paired_stats(base_at, variant_at)
         stats[v] = {
@@ -233,10 +243,10 @@ def summarize(mesh: str, runs: list[dict[str, Any]], variants: list[str]) -> tup
             "chamfer": chs,
             "time_to_baseline_iou_s": ttts,
             "time_ratio": ratios,
-            "iou_diff_vs_adam": d_iou,
-            "verdict_iou": "baseline" if v == "adam" else verdict(d_iou["mean"], d_iou["std"], what=v),
+            "iou_diff_vs_adam" if baseline == "adam" else f"iou_diff_vs_{baseline}": d_iou,
+            "verdict_iou": "baseline" if v == baseline else verdict(d_iou["mean"], d_iou["std"], what=v),
             "iou64_diff_equal_time": d_eq,
-            "verdict_equal_time": "baseline" if v == "adam" else verdict(d_eq["mean"], d_eq["std"], what=v),
+            "verdict_equal_time": "baseline" if v == baseline else verdict(d_eq["mean"], d_eq["std"], what=v),
             "reached": f"{len(finite)}/{len(ratios)}",
             "plateau_gain_iou64": [plateau_gain(r["curve_step"], r["curve_iou"]) for r in rs],
         }
@@ -251,8 +261,8 @@ def summarize(mesh: str, runs: list[dict[str, Any]], variants: list[str]) -> tup
                 fmt_pm(statistics.mean(chs), _std(chs), 5) if chs else "-",
                 fmt_pm(statistics.mean(finite), _std(finite), 2) if finite else "never",
                 stats[v]["reached"],
-                "-" if v == "adam" else f"{fmt_pm(d_iou['mean'], d_iou['std'], 4)} ({stats[v]['verdict_iou']})",
-                "-" if v == "adam" else f"{fmt_pm(d_eq['mean'], d_eq['std'], 4)} ({stats[v]['verdict_equal_time']})",
+                "-" if v == baseline else f"{fmt_pm(d_iou['mean'], d_iou['std'], 4)} ({stats[v]['verdict_iou']})",
+                "-" if v == baseline else f"{fmt_pm(d_eq['mean'], d_eq['std'], 4)} ({stats[v]['verdict_equal_time']})",
             ]
         )
     headers = [
@@ -263,12 +273,18 @@ def summarize(mesh: str, runs: list[dict[str, Any]], variants: list[str]) -> tup
         "train CPU s",
         f"IoU@{FINAL_RES}^3",
         "Chamfer-L1",
-        "time to adam IoU / adam's",
+        f"time to {baseline} IoU / {baseline}'s",
         "reached",
-        "IoU diff vs adam",
+        f"IoU diff vs {baseline}",
         f"IoU@{CURVE_RES} diff at equal time",
     ]
     return f"### {mesh}\n\n" + markdown_table(headers, rows), stats
+
+
+def _ratio_text(stats: dict[str, Any]) -> str:
+    """Mean time-to-baseline ratio over the seeds that reached it, and how many did."""
+    finite = [x for x in stats["time_ratio"] if math.isfinite(x)]
+    return (f"{statistics.mean(finite):.2f}x" if finite else "never") + f" ({stats['reached']} seeds reached it)"
 
 
 def points_text(args: ShapesConfig, pool: int) -> str:
@@ -308,7 +324,12 @@ class ShapesConfig(common.BenchmarkOptions):
     w0: float = 60.0
     """SIREN frequency factor (60 on the unit box = 30 on [-1, 1])."""
     controls: bool = True
-    """Also run the ablations int-random, iga-identity, esgd-g2 and adam-gaussian (off with --quick)."""
+    """Also run the ablations int-random, iga-identity, esgd-g2, adam-gaussian and esgd-official (off with --quick)."""
+    variants: tuple[str, ...] = ()
+    """Run only these variants (any of the variants and controls; empty: the variants, plus the controls unless
+    --no-controls). The baseline must be among them."""
+    baseline: str = "adam"
+    """Variant the others are compared with (e.g. adam-gaussian for ESGD vs Adam on the Gaussian MLP)."""
     target_run: float = 0.0
     """Seconds: train --target-variant once per mesh."""
     target_variant: VariantName = "adam"
@@ -330,6 +351,11 @@ class ShapesConfig(common.BenchmarkOptions):
         """A copy with the --quick settings in place (they override the flags they name)."""
         if not self.meshes:
             raise ValueError("--meshes: give at least one of " + ", ".join(MESHES))
+        unknown = [v for v in (*self.variants, self.baseline) if v not in ALL_VARIANTS]
+        if unknown:
+            raise ValueError(f"--variants / --baseline: unknown {unknown}; expected some of {', '.join(ALL_VARIANTS)}")
+        if self.variants and self.baseline not in self.variants:
+            raise ValueError(f"--variants must include the baseline {self.baseline!r}")
         if not self.quick:
             return replace(self, meshes=list(self.meshes))
         return replace(self, seeds=1, budget=8.0, tune_budget=0.0, meshes=["bunny"], controls=False)
@@ -367,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.from_json is not None:
         return report(args, json.loads(args.from_json.read_text()))
 
-    variants = list(VARIANTS) + (list(CONTROLS) if args.controls else [])
+    variants = list(args.variants) or list(VARIANTS) + (list(CONTROLS) if args.controls else [])
     log: list[str] = []
     tuning: dict[str, Any] = {}
     if args.tune_budget > 0:
@@ -418,7 +444,19 @@ def report(args: ShapesConfig, payload: dict[str, Any]) -> dict[str, Any]:
     """
     if args.from_json is not None:
         saved = payload["args"]
-        for key in ("meshes", "budget", "seeds", "width", "depth", "pool", "points", "batch", "w0", "threads"):
+        for key in (
+            "meshes",
+            "budget",
+            "seeds",
+            "width",
+            "depth",
+            "pool",
+            "points",
+            "batch",
+            "w0",
+            "threads",
+            "baseline",
+        ):
             if key in saved:
                 setattr(args, key, saved[key])
         payload["resummarized_by"] = common.command_line()
@@ -426,7 +464,7 @@ def report(args: ShapesConfig, payload: dict[str, Any]) -> dict[str, Any]:
     variants = list(lrs)
     tables, stats = [], {}
     for mesh in args.meshes:
-        table, stats[mesh] = summarize(mesh, runs[mesh], variants)
+        table, stats[mesh] = summarize(mesh, runs[mesh], variants, args.baseline)
         tables.append(table)
     elapsed = payload["elapsed_s"]
     protocol = (
@@ -443,13 +481,16 @@ def report(args: ShapesConfig, payload: dict[str, Any]) -> dict[str, Any]:
     for mesh in args.meshes:
         s = stats[mesh]
         best = max(variants, key=lambda v: statistics.mean(s[v]["iou128"]))
-        int_ratio = [x for x in s["int"]["time_ratio"] if math.isfinite(x)]
-        ratio_txt = f"{statistics.mean(int_ratio):.2f}x" if int_ratio else "never"
-        ratio_txt += f" ({s['int']['reached']} seeds reached it)"
-        summary.append(
-            f"{mesh}: INT time to adam IoU {ratio_txt} (target <= 0.7x); best {best} "
-            f"IoU@128 {statistics.mean(s[best]['iou128']):.4f} (target >= 0.98)"
-        )
+        parts = [
+            f"{v} time to {args.baseline} IoU {_ratio_text(s[v])}"
+            for v in variants
+            if v in ("int", "esgd") and v != args.baseline
+        ]
+        if "esgd" in variants and args.baseline != "esgd":
+            d = s["esgd"]["iou64_diff_equal_time"]
+            parts.append(f"esgd IoU@{CURVE_RES} at equal time {fmt_pm(d['mean'], d['std'], 4)}")
+        parts.append(f"best {best} IoU@128 {statistics.mean(s[best]['iou128']):.4f} (target >= 0.98)")
+        summary.append(f"{mesh}: " + "; ".join(parts))
     line = "Summary: " + "; ".join(summary) + f"; total {elapsed / 60:.1f} min"
     print("\n" + line)
     payload.update(
@@ -502,4 +543,7 @@ def target_run(args: ShapesConfig, base_for, t_start: float) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as error:  # bad flags or missing data: one line, no traceback
+        raise SystemExit(f"benchmarks/shapes.py: error: {error}") from None

@@ -28,3 +28,31 @@ def test_shapes_benchmark_quick(shared_data: Path, tmp_path: Path) -> None:
     again = shapes.main(["--from-json", str(copy)])
     assert again["summary"] == saved["summary"] and again["stats"].keys() == saved["stats"].keys()
     assert json.loads(copy.read_text())["resummarized_by"]
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_shapes_benchmark_variants_against_another_baseline(shared_data: Path, tmp_path: Path) -> None:
+    """--variants runs a subset; --baseline is what the differences and time ratios are taken against."""
+    from benchmarks import shapes
+
+    argv = ["--quick", "--results-dir", str(tmp_path), "--variants", "adam-gaussian", "esgd", "esgd-official"]
+    payload = shapes.main([*argv, "--baseline", "adam-gaussian"])
+    stats = payload["stats"]["bunny"]
+    assert set(stats) == {"adam-gaussian", "esgd", "esgd-official"}
+    assert stats["adam-gaussian"]["verdict_iou"] == "baseline" and "iou_diff_vs_adam-gaussian" in stats["esgd"]
+    assert "esgd IoU@64 at equal time" in payload["summary"]
+    esgd = {r["variant"]: r for r in payload["runs"]["bunny"]}
+    assert (
+        esgd["esgd"]["lr"] in shapes.LR_GRIDS["esgd"]
+        and esgd["esgd-official"]["lr"] in shapes.LR_GRIDS["esgd-official"]
+    )
+
+
+def test_shapes_benchmark_rejects_unknown_variants() -> None:
+    from benchmarks import shapes
+
+    with pytest.raises(ValueError, match="--variants / --baseline: unknown"):
+        shapes.main(["--variants", "adam", "sgd"])
+    with pytest.raises(ValueError, match="must include the baseline"):
+        shapes.main(["--variants", "esgd"])
