@@ -345,17 +345,15 @@ class Demo:
     def main(self) -> Dict[str, Path]:
         """Evaluate, render, mesh; print the summary; returns the written files by name."""
         self.check_flags()
-        from nerf_inr_methods.nerfstudio_plugin.export_mesh import ExportMesh, relocate
-        from nerf_inr_methods.nerfstudio_plugin.offline import safe_eval_setup
+        from nerf_inr_methods.nerfstudio_plugin.export_mesh import ExportMesh
+        from nerf_inr_methods.nerfstudio_plugin.offline import load_run
 
         start = time.perf_counter()
         out = Path(self.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         config_path = Path(self.load_config)
-        run_dir = config_path.resolve().parent
-        config, pipeline, checkpoint, step = safe_eval_setup(
-            config_path, test_mode="test", update_config_callback=relocate(run_dir)
-        )
+        run = load_run(config_path, test_mode="test")
+        config, pipeline, checkpoint, step = run.config, run.pipeline, run.checkpoint, run.step
         files: Dict[str, Path] = {}
 
         print("demo: evaluating every test view", flush=True)
@@ -400,7 +398,7 @@ class Demo:
             files["mesh views"] = save_mesh_views(files["mesh"], to_model, cameras, indices, out / "mesh_views.png")
 
         files["summary"] = out / "summary.txt"
-        seconds = training_seconds(run_dir)
+        seconds = training_seconds(run.run_dir)
         summary = self.summary(config, step, metrics, seconds, time.perf_counter() - start, files, mesh_note)
         files["summary"].write_text(summary + "\n")
         print(summary, flush=True)

@@ -33,20 +33,27 @@ def test_quick_run_writes_every_curve_and_reuses_finished_runs(tmp_path: Path, t
     assert [r["curve"] for r in again["runs"]] == [r["curve"] for r in payload["runs"]]
 
 
-def test_interrupted_run_continues_from_its_checkpoint(tmp_path: Path, tiny_scene: Path) -> None:
-    from benchmarks.nerf_plateau import RunSpec, train_run
+def _tiny_spec(tiny_scene: Path, arm: str, steps: int, eval_every: int):
+    """A plateau run of ``steps`` on the tiny scene (lr 1e-3 decaying to a tenth, 64 rays)."""
+    from benchmarks.nerf_plateau import RunSpec
 
-    spec = RunSpec(
+    return RunSpec(
         scene="synthetic",
-        arm="vanilla",
+        arm=arm,
         seed=0,
         lr=1e-3,
-        steps=20,
+        steps=steps,
         lr_final_ratio=0.1,
         rays=64,
-        eval_every=5,
+        eval_every=eval_every,
         data=str(tiny_scene),
     )
+
+
+def test_interrupted_run_continues_from_its_checkpoint(tmp_path: Path, tiny_scene: Path) -> None:
+    from benchmarks.nerf_plateau import train_run
+
+    spec = _tiny_spec(tiny_scene, "vanilla", steps=20, eval_every=5)
     partial = train_run(spec, tmp_path, until=10)
     assert not partial["finished"] and [p["step"] for p in partial["curve"]] == [0, 5, 10]
     record = train_run(spec, tmp_path)
@@ -77,19 +84,9 @@ def test_interrupted_run_continues_from_its_checkpoint(tmp_path: Path, tiny_scen
 
 def test_interrupted_int_run_continues_its_schedule(tmp_path: Path, tiny_scene: Path) -> None:
     """A sampler arm's checkpoint holds INT's state for the run's T steps: the continued run must see the same T."""
-    from benchmarks.nerf_plateau import RunSpec, train_run
+    from benchmarks.nerf_plateau import train_run
 
-    spec = RunSpec(
-        scene="synthetic",
-        arm="int-soft-every4",
-        seed=0,
-        lr=1e-3,
-        steps=12,
-        lr_final_ratio=0.1,
-        rays=64,
-        eval_every=4,
-        data=str(tiny_scene),
-    )
+    spec = _tiny_spec(tiny_scene, "int-soft-every4", steps=12, eval_every=4)
     assert not train_run(spec, tmp_path, until=4)["finished"]
     record = train_run(spec, tmp_path)
     assert record["finished"] and [p["step"] for p in record["curve"]] == [0, 4, 8, 12]

@@ -46,10 +46,7 @@ from torch import Tensor
 
 from nerf_inr_methods import mesh as meshlib
 from nerf_inr_methods.cli import check_output_file, check_positive, run_command
-from nerf_inr_methods.nerfstudio_plugin.offline import (
-    load_run,
-    relocate,  # noqa: F401  (demo.py imports it from here)
-)
+from nerf_inr_methods.nerfstudio_plugin.offline import load_run
 
 
 def field_of(model: torch.nn.Module, field_name: str | None = None) -> Field:
