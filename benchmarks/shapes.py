@@ -69,15 +69,7 @@ from typing import Any, List, Literal
 import numpy as np
 
 from benchmarks import common
-from benchmarks.common import (
-    fmt_pm,
-    lr_beyond_edge,
-    markdown_table,
-    paired_stats,
-    plateau_gain,
-    time_to_target,
-    verdict,
-)
+from benchmarks.common import fmt_pm, markdown_table, paired_stats, plateau_gain, time_to_target, verdict
 from nerf_inr_methods.core.esgd import ESGDConfig
 from nerf_inr_methods.shapes.config import IgaOptions, IntOptions, ShapeFitConfig
 from nerf_inr_methods.shapes.data import NonWatertightMeshWarning
@@ -219,7 +211,7 @@ def tune(
         for lr in lr_grid(variant):
             scores[lr] = run_one(base, variant, lr, steps, TUNE_SEED, final=False)["iou_final"]
         for _ in range(max_extensions):  # a best lr on the grid's edge: one more x3 step beyond it
-            lr = lr_beyond_edge(scores)
+            lr = common.lr_beyond_edge(scores)
             if lr is None:
                 break
             scores[lr] = run_one(base, variant, lr, steps, TUNE_SEED, final=False)["iou_final"]
