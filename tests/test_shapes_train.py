@@ -240,9 +240,11 @@ def test_protocol_defaults_are_resolved(torus_path: Path, tmp_path: Path) -> Non
         "bce",
         "gaussian",
         "esgd",
-        0.15,
+        4.0,
         "gaussian",
     )
+    official = ShapeFitConfig(mesh=torus_path, protocol="esgd", esgd=ESGDConfig(recipe="official"))
+    assert resolve_config(official).lr == 0.15, "the official recipe keeps the paper's lr"
     iga = resolve_config(ShapeFitConfig(mesh=torus_path, protocol="iga", activation="relu"))
     assert (iga.point_set, iga.iga.end, iga.batch_size) == ("voxels", 7, 512 * 256)
 
