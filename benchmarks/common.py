@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -68,6 +68,7 @@ __all__ = [
     "load_image",
     "log",
     "lr_beyond_edge",
+    "search_lr",
     "markdown_table",
     "mean_std",
     "paired_stats",
@@ -233,6 +234,24 @@ def lr_beyond_edge(scores: Mapping[float, float], factor: float = 3.0) -> float 
     if len(grid) > 1 and best == grid[-1]:
         return grid[-1] * factor
     return None
+
+
+def search_lr(score: Callable[[float], float], grid: Sequence[float], max_extensions: int) -> dict[float, float]:
+    """Grid search of an lr: ``score`` every lr of ``grid``, then, while the best sits on an edge
+    (:func:`lr_beyond_edge`), one more lr beyond it, ``max_extensions`` times at most.
+
+    Example: ``search_lr(lambda lr: -abs(lr - 1.0), (0.01, 0.03, 0.1), 2)`` tries 0.01, 0.03, 0.1, 0.3, 0.9.
+
+    Returns:
+        {lr: score} of every lr tried, in increasing lr.
+    """
+    scores = {lr: score(lr) for lr in grid}
+    for _ in range(max_extensions):
+        beyond = lr_beyond_edge(scores)
+        if beyond is None:
+            break
+        scores[beyond] = score(beyond)
+    return dict(sorted(scores.items()))
 
 
 def load_image(name: str, size: int) -> Tensor:

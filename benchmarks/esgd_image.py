@@ -54,10 +54,10 @@ from torch import Tensor, nn
 from benchmarks import common
 from benchmarks.common import (
     fmt_pm,
-    lr_beyond_edge,
     markdown_table,
     paired_stats,
     plateau_gain,
+    search_lr,
     time_to_target,
     verdict,
 )
@@ -241,20 +241,13 @@ def tune_lr(kind: str, cfg: EsgdImageConfig, coords: Tensor, colors: Tensor) -> 
     Returns:
         (best lr, {lr: validation final PSNR}, whether the best lr is still on an edge of the searched grid).
     """
-    scores: dict[float, float] = {}
 
-    def score(lr: float) -> None:
+    def score(lr: float) -> float:
         r = run_one(kind, lr, cfg.tune_seed, coords, colors, cfg)
-        scores[lr] = r["final_psnr"] if math.isfinite(r["final_psnr"]) else -math.inf
         print(f"[tune] {kind:16s} lr={lr:<8.3g} validation final PSNR {r['final_psnr']:.2f} dB", flush=True)
+        return r["final_psnr"] if math.isfinite(r["final_psnr"]) else -math.inf
 
-    for lr in LR_GRIDS[kind]:
-        score(lr)
-    for _ in range(cfg.max_extensions):
-        beyond = lr_beyond_edge(scores)
-        if beyond is None:
-            break
-        score(beyond)
+    scores = search_lr(score, LR_GRIDS[kind], cfg.max_extensions)
     grid = sorted(scores)
     best = max(grid, key=lambda x: scores[x])
     return best, scores, best in (grid[0], grid[-1])

@@ -207,15 +207,11 @@ def tune(
     out: dict[str, Any] = {}
     for variant in variants:
         steps = calibrate(base, variant, lr_grid(variant)[1], budget)
-        scores = {}
-        for lr in lr_grid(variant):
-            scores[lr] = run_one(base, variant, lr, steps, TUNE_SEED, final=False)["iou_final"]
-        for _ in range(max_extensions):  # a best lr on the grid's edge: one more x3 step beyond it
-            lr = common.lr_beyond_edge(scores)
-            if lr is None:
-                break
-            scores[lr] = run_one(base, variant, lr, steps, TUNE_SEED, final=False)["iou_final"]
-        scores = dict(sorted(scores.items()))
+        scores = common.search_lr(
+            lambda lr, v=variant, n=steps: run_one(base, v, lr, n, TUNE_SEED, final=False)["iou_final"],
+            lr_grid(variant),
+            max_extensions,
+        )
         best = max(scores, key=lambda k: scores[k])
         out[variant] = {"grid": list(scores), "iou64": list(scores.values()), "best_lr": best, "steps": steps}
         log.append(f"tune {variant}: steps {steps}, IoU@64 {scores} -> lr {best:g}")

@@ -43,3 +43,18 @@ def test_a_grid_whose_best_lr_is_on_an_edge_is_extended_beyond_it() -> None:
     assert math.isclose(lr_beyond_edge({0.1: 5.0, 0.3: 4.0, 0.9: float("nan")}), 0.1 / 3)  # a NaN is the worst
     assert lr_beyond_edge({1e-3: 1.0, 3e-3: 2.0, 9e-3: 1.5}) is None
     assert lr_beyond_edge({1e-3: 1.0}) is None  # one lr: no direction
+
+
+def test_lr_search_extends_its_grid_while_the_best_is_on_an_edge() -> None:
+    from benchmarks.common import search_lr
+
+    tried: list[float] = []
+
+    def score(lr: float) -> float:
+        tried.append(lr)
+        return -abs(math.log(lr))  # best at lr 1
+
+    scores = search_lr(score, (0.01, 0.03, 0.1), max_extensions=2)
+    assert [round(lr, 6) for lr in tried] == [0.01, 0.03, 0.1, 0.3, 0.9]
+    assert list(scores) == sorted(scores) and len(scores) == 5
+    assert list(search_lr(score, (0.3, 1.0, 3.0), max_extensions=2)) == [0.3, 1.0, 3.0]  # inside: done
