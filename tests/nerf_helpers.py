@@ -31,14 +31,8 @@ def small_model(**config: Any):
 
     from nerf_inr_methods.nerfstudio_plugin.inr_nerf import InrNeRFModelConfig
 
-    options: Dict[str, Any] = dict(
-        num_coarse_samples=8,
-        num_importance_samples=8,
-        base_mlp_num_layers=4,
-        base_mlp_layer_width=32,
-        head_mlp_num_layers=1,
-        head_mlp_layer_width=16,
-    )
+    options: Dict[str, Any] = dict(num_coarse_samples=8, num_importance_samples=8)
+    options |= dict(base_mlp_num_layers=4, base_mlp_layer_width=32, head_mlp_num_layers=1, head_mlp_layer_width=16)
     options.update(config)
     torch.manual_seed(0)
     model = InrNeRFModelConfig(**options).setup(

@@ -37,25 +37,9 @@ def torus_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def tiny(torus_path: Path, out: Path, **kw) -> ShapeFitConfig:
     """A run of a few steps of a 2x16 MLP on a few hundred points, evaluated at 16^3."""
-    base = dict(
-        mesh=torus_path,
-        output_dir=out,
-        run_name="run",
-        width=16,
-        depth=2,
-        steps=6,
-        batch_size=512,
-        pool_size=1024,
-        eval_every=3,
-        checkpoint_every=3,
-        eval_iou_resolution=8,
-        iou_resolution=16,
-        mesh_resolution=16,
-        chamfer_samples=500,
-        chunk_size=1000,
-        progress=False,
-        num_threads=1,
-    )
+    base = dict(mesh=torus_path, output_dir=out, run_name="run", progress=False, num_threads=1, chunk_size=1000)
+    base |= dict(width=16, depth=2, steps=6, batch_size=512, pool_size=1024, eval_every=3, checkpoint_every=3)
+    base |= dict(eval_iou_resolution=8, iou_resolution=16, mesh_resolution=16, chamfer_samples=500)
     base.update(kw)
     return ShapeFitConfig(**base)
 
