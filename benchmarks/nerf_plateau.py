@@ -76,7 +76,8 @@ the climb (pilots: -2.4 and -4.4 dB at 8000 steps against constant lr), constant
 that ends at the last step still climbs over the last 20% (+0.8 dB on mic)."""
 
 _INT = {"pipeline.int_enabled": True}
-_RECIPE = "optimizer_presets.esgd.optimizer.recipe"
+_ESGD = "optimizer_presets.esgd.optimizer"
+_RECIPE = f"{_ESGD}.recipe"
 _FULL_BATCH_FROM_4 = {"pipeline.int_ratio_kind": "constant", "pipeline.int_r0": 1.0, "pipeline.int_pool_batches": 4}
 """Soft mining's set-up: every step trains a full batch of B rays, drawn by error from a pool of 4 B candidates."""
 _SCORE_EVERY_4 = {"pipeline.int_interval_kind": "constant", "pipeline.int_max_interval": 4}
@@ -96,6 +97,8 @@ class Arm:
     """Which optimizer's lr the grid sets: the method's RAdam ("configured"), or gauss-nerf's esgd / adam preset."""
     lr_grid: Tuple[float, ...] = (5e-4, 1e-3, 2e-3)
     default_lr: float = 1e-3
+    lr_from: str | None = None
+    """Ablations: train at this arm's tuned lr (no tuning runs of their own)."""
 
 
 ARMS: Dict[str, Arm] = {
@@ -117,8 +120,21 @@ ARMS: Dict[str, Arm] = {
     "gauss-adam": Arm("gauss-nerf", {"optimizer": "adam"}, "adam", (1.5e-3, 4.5e-3, 1.35e-2), 4.5e-3),
     "gauss-esgd": Arm("gauss-nerf", {_RECIPE: "official"}, "esgd", (1.0 / 9, 1.0 / 3, 1.0), 1.0 / 3),
     "gauss-esgd-robust": Arm("gauss-nerf", {_RECIPE: "robust"}, "esgd", (3.0, 10.0, 30.0), 10.0),
+    **{
+        f"gauss-esgd-robust-{name}": Arm(
+            "gauss-nerf", {_RECIPE: "robust", f"{_ESGD}.{option}": value}, "esgd", lr_from="gauss-esgd-robust"
+        )
+        for name, option, value in (
+            ("1draw", "init_draws", 1),
+            ("no-warmup", "lr_warmup", 0.0),
+            ("mean", "d_statistic", "mean"),
+            ("no-bound", "update_bound", 0.0),
+        )
+    },
 }
-"""arm -> how to train it. New arms are named with these prefixes (e.g. ``int-soft``, ``gauss-esgd-robust``)."""
+"""arm -> how to train it. New arms are named with these prefixes (e.g. ``int-soft``, ``gauss-esgd-robust``). The
+``gauss-esgd-robust-*`` ablations each set one option of the robust recipe back to the official value, at the robust
+arm's tuned lr."""
 
 
 @dataclass
@@ -162,6 +178,8 @@ class PlateauConfig:
     meshes: bool = True
     """report: inr-mesh with its default settings on every finished run, and the meshes of vanilla and the best
     arm drawn beside the ground-truth views."""
+    until: int | None = None
+    """train: stop every run at this step, unfinished (a later call without it continues each run to the end)."""
     quick: bool = False
     """Smoke run: synthetic scene, 200 steps, 2 arms, writing below output_dir only."""
 
@@ -361,7 +379,7 @@ def train_run(spec: RunSpec, output_dir: Path, threads: int = 1, until: int | No
     torch.set_num_threads(threads)
     run_dir = run_dir_of(spec, output_dir)
     record = load_record(spec, output_dir) or adopt_prefix_run(spec, output_dir)
-    if record is not None and record.get("finished"):
+    if record is not None and (record.get("finished") or (until and record["curve"][-1]["step"] >= until)):
         return record
     run_dir.mkdir(parents=True, exist_ok=True)
     config = trainer_config(spec, run_dir)
@@ -472,10 +490,10 @@ def _to_uint8(image) -> np.ndarray:
     return (image.detach().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
 
 
-def _train_task(task: Tuple[RunSpec, str, int]) -> Dict[str, Any]:
-    spec, output_dir, threads = task
+def _train_task(task: Tuple[RunSpec, str, int, int | None]) -> Dict[str, Any]:
+    spec, output_dir, threads, until = task
     start = time.perf_counter()
-    record = train_run(spec, Path(output_dir), threads)
+    record = train_run(spec, Path(output_dir), threads, until)
     print(f"  [{spec.name}] done ({time.perf_counter() - start:.0f} s this call)", flush=True)
     return record
 
@@ -485,7 +503,7 @@ def train_all(specs: List[RunSpec], config: PlateauConfig) -> List[Dict[str, Any
     profiler are process-global); returns the records in the order of ``specs``."""
     todo = [s for s in specs if not (load_record(s, config.output_dir) or {}).get("finished")]
     print(f"{len(specs) - len(todo)} run(s) finished already, {len(todo)} to train", flush=True)
-    tasks = [(s, str(config.output_dir), config.threads) for s in todo]
+    tasks = [(s, str(config.output_dir), config.threads, config.until) for s in todo]
     if len(todo) == 1 or config.jobs == 1:  # in this process (nerfstudio's writers are closed after each run)
         for task in tasks:
             _train_task(task)
@@ -513,7 +531,7 @@ def tune_specs(config: PlateauConfig) -> List[RunSpec]:
             stop=config.tune_steps,
             data=scene_data(config, config.tune_scene),
         )
-        for arm in config.arms
+        for arm in dict.fromkeys(ARMS[a].lr_from or a for a in config.arms)
         for lr in ARMS[arm].lr_grid
     ]
 
@@ -528,7 +546,7 @@ def scene_data(config: PlateauConfig, scene: str) -> str:
 def tuned_lrs(config: PlateauConfig) -> Dict[str, Dict[str, Any]]:
     """Per arm: the lr grid's val PSNR at ``tune_steps`` and the winner (arms without tuning runs: their default)."""
     out: Dict[str, Dict[str, Any]] = {}
-    for arm in config.arms:
+    for arm in dict.fromkeys(ARMS[a].lr_from or a for a in config.arms):
         scores = {}
         for spec in tune_specs(config):
             if spec.arm != arm:
@@ -542,6 +560,9 @@ def tuned_lrs(config: PlateauConfig) -> Dict[str, Dict[str, Any]]:
             out[arm] = {"grid": scores, "lr": best, "at_grid_edge": best in (min(scores), max(scores))}
         else:
             out[arm] = {"grid": scores, "lr": ARMS[arm].default_lr, "untuned": True}
+    for arm in config.arms:
+        if ARMS[arm].lr_from:
+            out[arm] = {"lr": out[ARMS[arm].lr_from]["lr"], "lr_from": ARMS[arm].lr_from}
     return out
 
 

@@ -56,6 +56,7 @@ def test_interrupted_run_continues_from_its_checkpoint(tmp_path: Path, tiny_scen
     spec = _tiny_spec(tiny_scene, "vanilla", steps=20, eval_every=5)
     partial = train_run(spec, tmp_path, until=10)
     assert not partial["finished"] and [p["step"] for p in partial["curve"]] == [0, 5, 10]
+    assert train_run(spec, tmp_path, until=10)["curve"] == partial["curve"]  # already there: nothing trained
     record = train_run(spec, tmp_path)
     assert record["finished"]
     assert [p["step"] for p in record["curve"]] == [0, 5, 10, 15, 20]
@@ -91,3 +92,18 @@ def test_interrupted_int_run_continues_its_schedule(tmp_path: Path, tiny_scene: 
     record = train_run(spec, tmp_path)
     assert record["finished"] and [p["step"] for p in record["curve"]] == [0, 4, 8, 12]
     assert [s["start_step"] for s in record["segments"]] == [0, 4]
+
+
+def test_ablation_arms_train_at_their_source_arms_tuned_lr(tmp_path: Path) -> None:
+    from benchmarks.nerf_plateau import ARMS, PlateauConfig, tune_specs, tuned_lrs
+
+    config = PlateauConfig(arms=("vanilla", "gauss-esgd-robust-no-bound"), output_dir=tmp_path)
+    assert {s.arm for s in tune_specs(config)} == {"vanilla", "gauss-esgd-robust"}  # no grid of its own
+    lrs = tuned_lrs(config)
+    assert (
+        lrs["gauss-esgd-robust-no-bound"]["lr"]
+        == lrs["gauss-esgd-robust"]["lr"]
+        == ARMS["gauss-esgd-robust"].default_lr
+    )
+    overrides = ARMS["gauss-esgd-robust-no-bound"].overrides
+    assert overrides["optimizer_presets.esgd.optimizer.update_bound"] == 0.0
