@@ -107,3 +107,16 @@ def test_ablation_arms_train_at_their_source_arms_tuned_lr(tmp_path: Path) -> No
     )
     overrides = ARMS["gauss-esgd-robust-no-bound"].overrides
     assert overrides["optimizer_presets.esgd.optimizer.update_bound"] == 0.0
+
+
+def test_int_map_nerf_is_the_studys_error_map_arm() -> None:
+    """The named method trains what the converged comparison measured as int-error-map."""
+    from benchmarks.nerf_plateau import ARMS
+    from nerf_inr_methods.nerfstudio_plugin.method_configs import inr_nerf, int_map_nerf
+
+    arm = ARMS["int-error-map"]
+    assert arm.method == "inr-nerf"
+    pipeline = int_map_nerf.config.pipeline
+    for key, value in arm.overrides.items():
+        assert getattr(pipeline, key.removeprefix("pipeline.")) == value, key
+    assert pipeline.model == inr_nerf.config.pipeline.model

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-METHODS = ("inr-nerf", "int-nerf", "iga-nerf", "gauss-nerf")
+METHODS = ("inr-nerf", "int-nerf", "int-map-nerf", "iga-nerf", "gauss-nerf")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

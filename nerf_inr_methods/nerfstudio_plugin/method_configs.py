@@ -69,6 +69,22 @@ int_nerf = MethodSpecification(
 )
 
 
+def _int_map_nerf_config() -> ESGDTrainerConfig:
+    config = nerf_trainer_config("int-map-nerf", InrNeRFModelConfig())
+    pipeline = config.pipeline
+    pipeline.int_enabled, pipeline.int_sampler = True, "error-map"
+    pipeline.int_ratio_kind, pipeline.int_r0, pipeline.int_pool_batches = "constant", 1.0, 4
+    return config
+
+
+int_map_nerf = MethodSpecification(
+    config=_int_map_nerf_config(),
+    description="Vanilla NeRF whose rays are drawn by error: a per-pixel error map written by every training "
+    "forward (no scoring pass) picks each step's batch from 4 batches of candidates, with importance weights "
+    "(the converged comparison's fastest sampler; int-nerf is the paper's INT).",
+)
+
+
 iga_nerf = MethodSpecification(
     config=nerf_trainer_config("iga-nerf", InrNeRFModelConfig(iga=True)),
     description="Vanilla NeRF whose fine field trains on IGA's adjusted gradient (eNTK spectrum balanced over the "
