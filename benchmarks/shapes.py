@@ -26,8 +26,10 @@ Protocol (../shared/docs/benchmarks.md; shape protocol from ../shared/docs/metho
   0.966 vs Adam's 0.983, and its S = I control 0.921 vs Adam's 0.970 in the 5 s tuning runs. The ablations (on by
   default, ``--no-controls`` skips them): ``int-random`` (random subset, same schedule), ``iga-identity`` (S = I
   through the surrogate path), ``esgd-g2`` (g^2 instead of (Hv)^2), ``adam-gaussian`` (the Gaussian MLP with Adam on
-  the esgd protocol: ESGD's paper comparison). Same width/depth for all; the learning rate decays exponentially to
-  0.1x over each run for every variant.
+  the esgd protocol: ESGD's paper comparison). INT's samplers, by ``--variants`` only: ``int-soft`` (soft mining),
+  ``int-error-map`` (per-voxel error map, no scoring pass), ``int-two-forward``, each on INT's schedule and batches
+  (the core's samplers, as on NeRF rays and image pixels). Same width/depth for all; the learning rate decays
+  exponentially to 0.1x over each run for every variant.
 - Learning rates: each variant's lr is tuned on its own grid (Adam-based: 3e-4, 1e-3, 3e-3; robust ESGD: 0.45, 1.35,
   4, 12; official ESGD: 0.05, 0.15, 0.5; a best lr on an edge extends the grid by x3 steps, ``--max-extensions``
   times) on a validation setting (the bunny, tuning seed 100, not used below; IoU at 64^3 after ``--tune-budget``
@@ -82,7 +84,9 @@ MESHES: dict[MeshName, str] = {"bunny": "stanford-bunny.obj", "dragon": "dragon.
 VariantName = Literal["adam", "int", "esgd", "iga"]
 VARIANTS: tuple[VariantName, ...] = ("adam", "int", "esgd", "iga")
 CONTROLS = ("int-random", "iga-identity", "esgd-g2", "adam-gaussian", "esgd-official")
-ALL_VARIANTS = (*VARIANTS, *CONTROLS)
+SAMPLERS = ("int-soft", "int-error-map", "int-two-forward")
+"""INT's samplers (the core's, as in NeRF and the 2D control) on INT's schedule, by --variants only."""
+ALL_VARIANTS = (*VARIANTS, *CONTROLS, *SAMPLERS)
 LR_GRIDS = {"adam": (3e-4, 1e-3, 3e-3), "esgd": (0.45, 1.35, 4.0, 12.0), "esgd-official": (0.05, 0.15, 0.5)}
 """lr grids: Adam-based variants; ESGD's robust recipe (the default; its decayed maximum of (Hv)^2 takes larger lrs:
 about 4 on the image control); ESGD's official recipe."""
@@ -95,13 +99,10 @@ def variant_config(base: ShapeFitConfig, variant: str) -> ShapeFitConfig:
     """The config of one variant on top of the shared base config."""
     if variant == "adam":
         return replace(base, optimizer="adam", activation="siren")
-    if variant in ("int", "int-random"):
-        return replace(
-            base,
-            optimizer="adam",
-            activation="siren",
-            int_selection=IntOptions(enabled=True, random_subset=variant == "int-random"),
-        )
+    if variant in ("int", "int-random", *SAMPLERS):
+        sampler = variant.removeprefix("int-") if variant in SAMPLERS else "int"
+        selection = IntOptions(enabled=True, random_subset=variant == "int-random", sampler=sampler)
+        return replace(base, optimizer="adam", activation="siren", int_selection=selection)
     if variant in ("esgd", "esgd-g2", "esgd-official"):
         esgd = ESGDConfig(
             recipe="official" if variant == "esgd-official" else "robust",

@@ -56,3 +56,19 @@ def test_shapes_benchmark_rejects_unknown_variants() -> None:
         shapes.main(["--variants", "adam", "sgd"])
     with pytest.raises(ValueError, match="must include the baseline"):
         shapes.main(["--variants", "esgd"])
+
+
+def test_shapes_benchmark_sampler_variants_are_int_with_the_cores_samplers() -> None:
+    from benchmarks import shapes
+    from nerf_inr_methods.shapes.config import ShapeFitConfig
+
+    plain = shapes.variant_config(ShapeFitConfig(mesh=Path("bunny.obj")), "int")
+    for variant in shapes.SAMPLERS:
+        config = shapes.variant_config(ShapeFitConfig(mesh=Path("bunny.obj")), variant)
+        selection = config.int_selection
+        assert selection.enabled and selection.sampler == variant.removeprefix("int-")
+        assert (config.activation, config.optimizer, selection.ratio) == (
+            plain.activation,
+            plain.optimizer,
+            plain.int_selection.ratio,
+        )
