@@ -55,8 +55,9 @@ from benchmarks.nerf_common import MIC, MIC_100PX, check_scene_folder
 
 ARMS = ("adam", "esgd", "esgd-robust", "esgd-g2", "vanilla")
 TUNED = ("adam", "esgd", "esgd-robust", "esgd-g2")
-DEFAULT_LR = {"adam": 5e-4, "esgd": 1.0, "esgd-robust": 1.0, "esgd-g2": 5e-4}
-"""Centre of each tuned arm's grid: Adam's BARF/GARF lr, ESGD's NeRF lr, and Adam's for the (Adam-like) g^2 ablation."""
+DEFAULT_LR = {"adam": 5e-4, "esgd": 1.0, "esgd-robust": 10.0, "esgd-g2": 5e-4}
+"""Centre of each tuned arm's grid: Adam's BARF/GARF lr, the official recipe's NeRF lr, gauss-nerf's default (the robust
+recipe's), and Adam's for the (Adam-like) g^2 ablation."""
 LR_FINAL_RATIO = {"adam": 0.2, "esgd": 0.01, "esgd-robust": 0.01, "esgd-g2": 0.01}
 """lr_final / lr of each arm's exponential decay (Adam 5e-4 -> 1e-4; ESGD 1 -> 0.01, the ablation on ESGD's)."""
 ESGD_ARMS = {"esgd": ("official", "hessian"), "esgd-robust": ("robust", "hessian"), "esgd-g2": ("robust", "gradient")}

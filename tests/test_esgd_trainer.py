@@ -34,8 +34,10 @@ def test_esgd_optimizer_config_builds_esgd_through_nerfstudio_optimizers() -> No
     assert opt.param_groups[0]["lr"] == 0.5 and opt.param_groups[0]["eps"] == 1e-4
     assert opt.param_groups[0]["betas"] == (0.9, 0.999) and opt.generator is None
     assert (opt.init_draws, opt.lr_warmup) == (RECIPES["robust"]["init_draws"], RECIPES["robust"]["lr_warmup"])
-    seeded = ESGDOptimizerConfig(rademacher_seed=3, recipe="official").setup(params)
+    seeded = ESGDOptimizerConfig(rademacher_seed=3, recipe="official", lr=1.0).setup(params)
     assert seeded.generator is not None and seeded.param_groups[0]["lr"] == 1.0
+    with pytest.warns(UserWarning, match="official recipe with lr 10"):
+        ESGDOptimizerConfig(recipe="official").setup(params)
     assert (seeded.init_draws, seeded.d_bias_correction) == (1, "all_steps")
 
 
@@ -95,8 +97,8 @@ def test_optimizer_switch_selects_presets() -> None:
     config.optimizer = "esgd"
     esgd = config.selected_optimizers(["fields", "other"])
     assert set(esgd) == {"fields", "other"}
-    assert isinstance(esgd["other"]["optimizer"], ESGDOptimizerConfig) and esgd["other"]["optimizer"].lr == 1.0
-    assert esgd["fields"]["scheduler"].max_steps == 123 and esgd["fields"]["scheduler"].lr_final == 0.01
+    assert isinstance(esgd["other"]["optimizer"], ESGDOptimizerConfig) and esgd["other"]["optimizer"].lr == 10.0
+    assert esgd["fields"]["scheduler"].max_steps == 123 and esgd["fields"]["scheduler"].lr_final == 0.1
     assert config.optimizer_presets["esgd"]["scheduler"].max_steps is None  # the config itself is not modified
     assert esgd["fields"]["optimizer"] is not esgd["other"]["optimizer"]
     config.optimizer = "adam"
@@ -348,7 +350,7 @@ def test_esgd_save_load_resume(tiny_scene: Path, tmp_path: Path) -> None:
     esgd = final["optimizers"]["fields"]["esgd"]
     assert esgd["num_steps"] == 8 and esgd["num_curvature_steps"] == 4  # steps 0, 1, 4, 7
     scheduler = final["schedulers"]["fields"]
-    assert scheduler["last_epoch"] == 8 and scheduler["_last_lr"] == [pytest.approx(0.01)]
+    assert scheduler["last_epoch"] == 8 and scheduler["_last_lr"] == [pytest.approx(0.1)]
     moved = [
         not torch.equal(state["pipeline"][k], final["pipeline"][k]) for k in state["pipeline"] if "field_fine" in k
     ]

@@ -243,8 +243,8 @@ def test_gauss_nerf_defaults() -> None:
     assert config.pipeline.datamanager.train_num_rays_per_batch == 2048
     assert config.optimizer == "esgd"
     selected = config.selected_optimizers(["fields"])["fields"]
-    assert isinstance(selected["optimizer"], ESGDOptimizerConfig) and selected["optimizer"].lr == 1.0
-    assert selected["scheduler"].lr_final == 0.01 and selected["scheduler"].max_steps == config.max_num_iterations
+    assert isinstance(selected["optimizer"], ESGDOptimizerConfig) and selected["optimizer"].lr == 10.0
+    assert selected["scheduler"].lr_final == 0.1 and selected["scheduler"].max_steps == config.max_num_iterations
 
 
 def _small_run(tiny_scene: Path, tmp_path: Path, optimizer: str, steps: int, timestamp: str, **extra: Any):
@@ -282,7 +282,7 @@ def test_gauss_nerf_trains_and_evaluates_with_esgd_and_adam(tiny_scene: Path, tm
     assert esgd_state["num_steps"] == 5 and esgd_state["num_curvature_steps"] == 3  # steps 0, 1 (warm-up) and 4
     assert "esgd" not in results["adam"][1]["optimizers"]["fields"]
     scheduler = results["esgd"][1]["schedulers"]["fields"]
-    assert scheduler["_last_lr"] == [pytest.approx(0.01)] and type(scheduler["_last_lr"][0]) is float
+    assert scheduler["_last_lr"] == [pytest.approx(0.1)] and type(scheduler["_last_lr"][0]) is float
 
 
 def test_benchmark_counts_double_backward_steps_like_esgd() -> None:

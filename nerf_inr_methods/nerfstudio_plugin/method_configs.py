@@ -110,5 +110,5 @@ def _gauss_nerf_config() -> ESGDTrainerConfig:
 gauss_nerf = MethodSpecification(
     config=_gauss_nerf_config(),
     description="GARF-style NeRF: one field of Gaussian activations on raw xyz (no positional encoding, sigma 0.1), "
-    "128 stratified samples, trained with ESGD (lr 1 -> 0.01; --optimizer adam is its control).",
+    "128 stratified samples, trained with robust ESGD (lr 10 -> 0.1; --optimizer adam is its control).",
 )
