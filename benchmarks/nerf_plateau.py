@@ -514,6 +514,12 @@ def train_all(specs: List[RunSpec], config: PlateauConfig) -> List[Dict[str, Any
 
 
 # ------------------------------------------------------------------------------------------------------ stages
+def tuned_arms(arms: Sequence[str]) -> List[str]:
+    """The arms with lr grids of their own among ``arms``, in order: an ablation stands for the arm it takes its lr
+    from (``Arm.lr_from``)."""
+    return list(dict.fromkeys(ARMS[arm].lr_from or arm for arm in arms))
+
+
 def tune_specs(config: PlateauConfig) -> List[RunSpec]:
     return [
         RunSpec(
@@ -531,7 +537,7 @@ def tune_specs(config: PlateauConfig) -> List[RunSpec]:
             stop=config.tune_steps,
             data=scene_data(config, config.tune_scene),
         )
-        for arm in dict.fromkeys(ARMS[a].lr_from or a for a in config.arms)
+        for arm in tuned_arms(config.arms)
         for lr in ARMS[arm].lr_grid
     ]
 
@@ -546,7 +552,7 @@ def scene_data(config: PlateauConfig, scene: str) -> str:
 def tuned_lrs(config: PlateauConfig) -> Dict[str, Dict[str, Any]]:
     """Per arm: the lr grid's val PSNR at ``tune_steps`` and the winner (arms without tuning runs: their default)."""
     out: Dict[str, Dict[str, Any]] = {}
-    for arm in dict.fromkeys(ARMS[a].lr_from or a for a in config.arms):
+    for arm in tuned_arms(config.arms):
         scores = {}
         for spec in tune_specs(config):
             if spec.arm != arm:
