@@ -160,3 +160,22 @@ def test_mesh_from_tiny_trained_run(tiny_scene: Path, tmp_path: Path, monkeypatc
     assert np.all(mesh.vertices >= -1.5 - 1e-6) and np.all(mesh.vertices <= 1.5 + 1e-6)  # Blender scene box
     colours = np.asarray(mesh.visual.vertex_colors)
     assert colours.shape == (len(mesh.vertices), 4) and colours.dtype == np.uint8
+
+
+def test_uniformly_sampled_models_set_the_opacity_segment() -> None:
+    """gauss-nerf renders from 32 uniform samples over near 2 .. far 6: its walls are opaque over 0.125, not over a
+    128-grid voxel, so the default level is ln 2 / 0.125; hierarchical models keep the voxel."""
+    from types import SimpleNamespace
+
+    def model(**config):
+        return SimpleNamespace(config=SimpleNamespace(collider_params={"near_plane": 2.0, "far_plane": 6.0}, **config))
+
+    assert em.uniform_sample_interval(model(hierarchical_sampling=False, num_coarse_samples=32)) == 0.125
+    assert em.uniform_sample_interval(model(hierarchical_sampling=True, num_coarse_samples=32)) is None
+    assert em.uniform_sample_interval(model(num_coarse_samples=64)) is None  # vanilla-nerf: no such switch
+    field = BallField(width=0.05, peak=20.0)  # densities below the voxel rule's ln 2 / (2 / 16) = 5.5 ... 20
+    coarse = em.extract_field_mesh(field, (-1, -1, -1), (1, 1, 1), resolution=17, sample_interval=1.0)
+    assert coarse.threshold == pytest.approx(math.log(2.0))
+    assert em.extract_field_mesh(field, (-1, -1, -1), (1, 1, 1), resolution=17, sample_interval=0.01).threshold == (
+        pytest.approx(math.log(2.0) / coarse.voxel)
+    )

@@ -14,7 +14,11 @@ Choosing the threshold (density, in 1 / scene unit of the model's coordinates):
   the resolution (finer grid -> higher threshold -> the surface moves to where the density is a genuine wall).
   Raise ``--opacity`` (0.9, 0.99) to drop floaters, lower it to keep thin structures. In Blender's 3-unit scene
   box this gives 29 at R = 128 and 59 at R = 256, the range of the fixed 50 of the original NeRF code's mesh
-  notebook.
+  notebook. A model that renders from uniform (stratified) samples only (our models with
+  ``--pipeline.model.hierarchical-sampling False``, e.g. gauss-nerf) never needs a wall thinner than its sample
+  interval ``(far - near) / num_coarse_samples``: its segment is the longer of the voxel and that interval (gauss-nerf
+  on mic, 32 samples: 0.125, level 5.5, where the voxel rule's 29 lies above the whole field). Models with
+  importance or proposal sampling concentrate samples at surfaces and keep the voxel.
 - ``--threshold SIGMA``: a fixed density, the natural choice when comparing resolutions or runs; look at the
   density percentiles ``inr-mesh`` prints to pick one.
 - ``--occupancy F``: the level that leaves a fraction F of the grid points inside (the (1 - F) quantile of the
@@ -159,6 +163,20 @@ def voxel_size(bounds_min: Sequence[float], bounds_max: Sequence[float], resolut
     return float(np.exp(np.log(spacing).mean()))
 
 
+def uniform_sample_interval(model: torch.nn.Module) -> float | None:
+    """Distance between the ray samples (model units) of a model that renders from uniform samples only: ``(far -
+    near) / num_coarse_samples`` when its config has ``hierarchical_sampling = False`` (our inr-nerf family); None
+    for models with importance or proposal sampling, whose samples concentrate at surfaces."""
+    config = getattr(model, "config", None)
+    if getattr(config, "hierarchical_sampling", True) is not False:
+        return None
+    planes = getattr(config, "collider_params", None) or {}
+    samples = getattr(config, "num_coarse_samples", None)
+    if not {"near_plane", "far_plane"} <= set(planes) or not samples:
+        return None
+    return (float(planes["far_plane"]) - float(planes["near_plane"])) / int(samples)
+
+
 def opacity_threshold(voxel: float, opacity: float = 0.5) -> float:
     """Density at which a segment of length ``voxel`` is ``opacity`` opaque: ``-ln(1 - opacity) / voxel``."""
     if not 0.0 < opacity < 1.0:
@@ -221,6 +239,7 @@ def extract_field_mesh(
     opacity: float = 0.5,
     threshold: float | None = None,
     occupancy: float | None = None,
+    sample_interval: float | None = None,
     chunk_size: int = 1 << 16,
     transform: np.ndarray | None = None,
     vertex_colors: bool = False,
@@ -235,6 +254,8 @@ def extract_field_mesh(
         opacity: default threshold ``-ln(1 - opacity) / voxel`` (used when threshold and occupancy are None).
         threshold: explicit density level (1 / field unit).
         occupancy: level = the (1 - occupancy) quantile of the sampled densities.
+        sample_interval: the model's uniform ray-sample interval (:func:`uniform_sample_interval`); the opacity
+            rule's segment is the longer of it and the voxel.
         chunk_size: points per field evaluation (bounds memory).
         transform: optional (4, 4) matrix from field to output coordinates.
         vertex_colors: colour vertices with the field's rgb viewed along the normal.
@@ -262,7 +283,7 @@ def extract_field_mesh(
     elif occupancy is not None:
         level = float(np.quantile(finite, 1.0 - occupancy))
     else:
-        level = opacity_threshold(voxel, opacity)
+        level = opacity_threshold(max(voxel, sample_interval or 0.0), opacity)
     percentiles = (0, 50, 90, 99, 100)
     pct = {str(p): float(v) for p, v in zip(percentiles, np.percentile(finite, percentiles), strict=True)}
     center = (0.5 * (np.asarray(bounds_min, dtype=np.float64) + np.asarray(bounds_max, dtype=np.float64))).tolist()
@@ -300,7 +321,8 @@ class ExportMesh:
     resolution: int = 128
     """Grid samples along the longest side of the box (cost grows as resolution^3; 256-512 on a GPU)."""
     opacity: float = 0.5
-    """Default threshold: the density at which one voxel-length segment is this opaque (-ln(1-opacity)/voxel)."""
+    """Default threshold: the density at which one segment is this opaque (-ln(1-opacity)/segment); the segment is
+    the voxel, or the model's ray-sample interval when it renders from uniform samples only and that is longer."""
     threshold: float | None = None
     """Fixed density threshold (1 / model unit), instead of the opacity rule."""
     occupancy: float | None = None
@@ -355,6 +377,7 @@ class ExportMesh:
         aabb = model.scene_box.aabb.detach().cpu().double().numpy()
         lo = np.asarray(self.bounds_min if self.bounds_min is not None else aabb[0], dtype=np.float64)
         hi = np.asarray(self.bounds_max if self.bounds_max is not None else aabb[1], dtype=np.float64)
+        interval = uniform_sample_interval(model)
         transform = None
         if self.coordinates == "original":
             transform = self._original_transform(run.run_dir, pipeline)
@@ -366,12 +389,15 @@ class ExportMesh:
             opacity=self.opacity,
             threshold=self.threshold,
             occupancy=self.occupancy,
+            sample_interval=interval,
             chunk_size=self.chunk_size,
             transform=transform,
             vertex_colors=self.vertex_colors,
             progress=self.progress,
         )
         path = meshlib.export_mesh(result.mesh, self.output_path)
+        if self.threshold is None and self.occupancy is None and interval is not None and interval > result.voxel:
+            print(f"inr-mesh: opacity {self.opacity} over the model's uniform ray-sample interval {interval:.4g}")
         print(
             f"inr-mesh: step {step}, grid {result.resolution} (voxel {result.voxel:.4g}), density threshold "
             f"{result.threshold:.4g} ({100 * result.occupied_fraction:.2f}% of the grid inside); density "
