@@ -107,6 +107,8 @@ def test_ablation_arms_train_at_their_source_arms_tuned_lr(tmp_path: Path) -> No
     )
     overrides = ARMS["gauss-esgd-robust-no-bound"].overrides
     assert overrides["optimizer_presets.esgd.optimizer.update_bound"] == 0.0
+    third = tuned_lrs(PlateauConfig(arms=("gauss-adam-lr-third",), output_dir=tmp_path))["gauss-adam-lr-third"]
+    assert third["lr"] == pytest.approx(ARMS["gauss-adam"].default_lr / 3) and third["lr_from"] == "gauss-adam"
 
 
 def test_int_map_nerf_is_the_studys_error_map_arm() -> None:
