@@ -183,7 +183,8 @@ class PlateauConfig:
     """report: inr-mesh with its default settings on every finished run, and the meshes of vanilla and the best
     arm drawn beside the ground-truth views."""
     until: int | None = None
-    """train: stop every run at this step, unfinished (a later call without it continues each run to the end)."""
+    """train: stop every run, unfinished, at its first evaluation (= checkpoint) step at or after this step (a later
+    call without it continues each run to the end)."""
     quick: bool = False
     """Smoke run: synthetic scene, 200 steps, 2 arms, writing below output_dir only."""
 
@@ -373,7 +374,8 @@ def train_run(spec: RunSpec, output_dir: Path, threads: int = 1, until: int | No
     """Train (or continue) one run and return its record: meta, ``curve`` [{step, train_seconds, cpu_seconds, psnr}],
     final metrics. Evaluation (every ``eval_every`` steps on the scene's fixed views) and checkpointing are outside
     both clocks; every cost of a training step (INT scoring, eNTK, double backward) is inside. ``until``: stop
-    after that many steps, unfinished (as an interrupted session would; the next call continues)."""
+    at the first evaluation step at or after it, unfinished (as an interrupted session would; the next call continues
+    from that checkpoint)."""
     import torch
     from nerfstudio.scripts.train import _set_random_seed
 
