@@ -714,24 +714,32 @@ def report_table(analysis: Dict[str, Any]) -> str:
 
 
 def plot_curves(records: List[Dict[str, Any]], path: Path) -> None:
+    """Test PSNR vs training wall-clock (top row) and vs steps (bottom row: free of the machine's load, which
+    differs between runs trained in different sessions), one column per scene; one colour per arm, seeds by line
+    style."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     scenes = sorted({r["scene"] for r in records})
-    fig, axes = plt.subplots(1, len(scenes), figsize=(6 * len(scenes), 4.5), squeeze=False)
+    fig, axes = plt.subplots(2, len(scenes), figsize=(6 * len(scenes), 8.5), squeeze=False)
     colors: Dict[str, Any] = {}
-    for ax, scene in zip(axes[0], scenes, strict=True):
+    for column, scene in enumerate(scenes):
         for r in (r for r in records if r["scene"] == scene):
             color = colors.setdefault(r["arm"], f"C{len(colors) % 10}")
-            _, wall, psnr = curve_arrays(r)
-            ax.plot(wall / 60, psnr, color=color, alpha=0.85, label=f"{r['arm']} s{r['seed']}")
-        ax.set_title(f"{scene}: test PSNR vs training time")
-        ax.set_xlabel("training wall-clock (min, evaluation excluded)")
-        ax.set_ylabel("PSNR (dB)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+            steps, wall, psnr = curve_arrays(r)
+            style = dict(color=color, alpha=0.85, linestyle=("-", "--", ":")[r["seed"] % 3])
+            axes[0][column].plot(wall / 60, psnr, label=f"{r['arm']} s{r['seed']}", **style)
+            axes[1][column].plot(steps, psnr, **style)
+        axes[0][column].set_title(f"{scene}: test PSNR vs training time")
+        axes[0][column].set_xlabel("training wall-clock (min, evaluation excluded)")
+        axes[1][column].set_title(f"{scene}: test PSNR vs steps")
+        axes[1][column].set_xlabel("training step")
+        for ax in axes[:, column]:
+            ax.set_ylabel("PSNR (dB)")
+            ax.grid(alpha=0.3)
+        axes[0][column].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
