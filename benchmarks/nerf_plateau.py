@@ -781,6 +781,11 @@ def _view_indices(record: Dict[str, Any]) -> List[int]:
     return [i * every for i in range(len(record["final_psnr_per_view"]))]
 
 
+MESH_SETTINGS = "inr-mesh defaults (--coordinates model; opacity over the voxel or the uniform ray-sample interval)"
+"""What ``mesh.json`` caches were made with: a cache from other settings (e.g. before inr-mesh's default level
+changed) is made again."""
+
+
 def mesh_run(record: Dict[str, Any]) -> Dict[str, Any]:
     """``inr-mesh`` with its default settings on a finished run (model coordinates, ``mesh.ply`` in the run
     folder); the outcome (faces, vertices, inside the scene box, or the error) is cached in ``mesh.json``."""
@@ -790,9 +795,9 @@ def mesh_run(record: Dict[str, Any]) -> Dict[str, Any]:
     cache = run_dir / "mesh.json"
     if cache.is_file():
         cached = json.loads(cache.read_text())
-        if cached.get("key") == record["key"]:
+        if cached.get("key") == record["key"] and cached.get("settings") == MESH_SETTINGS:
             return cached
-    out: Dict[str, Any] = {"key": record["key"], "settings": "inr-mesh defaults (--coordinates model)"}
+    out: Dict[str, Any] = {"key": record["key"], "settings": MESH_SETTINGS}
     try:
         export = ExportMesh(load_config=run_dir / "config.yml", output_path=run_dir / "mesh.ply", coordinates="model")
         mesh_path = export.main()

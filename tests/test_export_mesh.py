@@ -175,7 +175,7 @@ def test_uniformly_sampled_models_set_the_opacity_segment() -> None:
     assert em.uniform_sample_interval(model(num_coarse_samples=64)) is None  # vanilla-nerf: no such switch
     field = BallField(width=0.05, peak=20.0)  # densities below the voxel rule's ln 2 / (2 / 16) = 5.5 ... 20
     coarse = em.extract_field_mesh(field, (-1, -1, -1), (1, 1, 1), resolution=17, sample_interval=1.0)
-    assert coarse.threshold == pytest.approx(math.log(2.0))
+    assert coarse.threshold == pytest.approx(math.log(2.0)) and coarse.segment == 1.0
     assert em.extract_field_mesh(field, (-1, -1, -1), (1, 1, 1), resolution=17, sample_interval=0.01).threshold == (
         pytest.approx(math.log(2.0) / coarse.voxel)
     )

@@ -228,6 +228,9 @@ class FieldMeshResult:
     """Percentiles 0, 50, 90, 99, 100 of the sampled density."""
     occupied_fraction: float
     """Fraction of grid points with density above the threshold."""
+    segment: float | None = None
+    """Length over which the opacity rule measured opacity (the voxel or the model's longer ray-sample interval);
+    None when --threshold or --occupancy set the level."""
 
 
 def extract_field_mesh(
@@ -278,12 +281,14 @@ def extract_field_mesh(
     finite = volume[np.isfinite(volume)]
     if finite.size == 0:
         raise ValueError("the field's density is NaN/inf everywhere in the box")
+    segment = None
     if threshold is not None:
         level = float(threshold)
     elif occupancy is not None:
         level = float(np.quantile(finite, 1.0 - occupancy))
     else:
-        level = opacity_threshold(max(voxel, sample_interval or 0.0), opacity)
+        segment = max(voxel, sample_interval or 0.0)
+        level = opacity_threshold(segment, opacity)
     percentiles = (0, 50, 90, 99, 100)
     pct = {str(p): float(v) for p, v in zip(percentiles, np.percentile(finite, percentiles), strict=True)}
     center = (0.5 * (np.asarray(bounds_min, dtype=np.float64) + np.asarray(bounds_max, dtype=np.float64))).tolist()
@@ -307,7 +312,7 @@ def extract_field_mesh(
             + ", ".join(f"{v:.4g}" for v in pct.values())
             + "; try a lower --threshold or --opacity, or --occupancy 0.05"
         ) from None
-    return FieldMeshResult(mesh, level, res, voxel, pct, float((finite > level).mean()))
+    return FieldMeshResult(mesh, level, res, voxel, pct, float((finite > level).mean()), segment)
 
 
 @dataclass
@@ -377,7 +382,6 @@ class ExportMesh:
         aabb = model.scene_box.aabb.detach().cpu().double().numpy()
         lo = np.asarray(self.bounds_min if self.bounds_min is not None else aabb[0], dtype=np.float64)
         hi = np.asarray(self.bounds_max if self.bounds_max is not None else aabb[1], dtype=np.float64)
-        interval = uniform_sample_interval(model)
         transform = None
         if self.coordinates == "original":
             transform = self._original_transform(run.run_dir, pipeline)
@@ -389,15 +393,15 @@ class ExportMesh:
             opacity=self.opacity,
             threshold=self.threshold,
             occupancy=self.occupancy,
-            sample_interval=interval,
+            sample_interval=uniform_sample_interval(model),
             chunk_size=self.chunk_size,
             transform=transform,
             vertex_colors=self.vertex_colors,
             progress=self.progress,
         )
         path = meshlib.export_mesh(result.mesh, self.output_path)
-        if self.threshold is None and self.occupancy is None and interval is not None and interval > result.voxel:
-            print(f"inr-mesh: opacity {self.opacity} over the model's uniform ray-sample interval {interval:.4g}")
+        if result.segment is not None and result.segment > result.voxel:
+            print(f"inr-mesh: opacity {self.opacity} over the model's uniform ray-sample interval {result.segment:.4g}")
         print(
             f"inr-mesh: step {step}, grid {result.resolution} (voxel {result.voxel:.4g}), density threshold "
             f"{result.threshold:.4g} ({100 * result.occupied_fraction:.2f}% of the grid inside); density "
