@@ -95,7 +95,8 @@ class Arm:
     overrides: Dict[str, Any] = field(default_factory=dict)
     optimizer: Literal["configured", "esgd", "adam"] = "configured"
     """Which optimizer's lr the grid sets: the method's RAdam ("configured"), or gauss-nerf's esgd / adam preset."""
-    lr_grid: Tuple[float, ...] = (5e-4, 1e-3, 2e-3)
+    lr_grid: Tuple[float, ...] = (5e-4, 1e-3, 2e-3, 4e-3)
+    """RAdam arms: x2 spacing around the preset's 1e-3 (4e-3 added when vanilla and the error map both won at 2e-3)."""
     default_lr: float = 1e-3
     lr_from: str | None = None
     """Ablations: train at this arm's tuned lr (no tuning runs of their own)."""
