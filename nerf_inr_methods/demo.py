@@ -244,10 +244,14 @@ def fields_schedule(config: Any) -> Tuple[str, str, Dict[str, Any]]:
     """The fields group's optimizer and scheduler configs of a run, with the ns-train flags that select them:
     (switch, flag prefix, {"optimizer", "scheduler"}): ("", "--optimizers.fields", ...) for ``--optimizer
     configured`` (or a plain TrainerConfig), else e.g. ("--optimizer adam", "--optimizer-presets.adam", ...)."""
+    from nerf_inr_methods.nerfstudio_plugin.esgd_trainer import resolved_group
+
     choice = getattr(config, "optimizer", "configured")
+    steps = getattr(config, "max_num_iterations", None)
     if choice == "configured":
-        return "", "--optimizers.fields", dict(config.optimizers.get("fields", {}))
-    return f"--optimizer {choice}", f"--optimizer-presets.{choice}", dict(config.optimizer_presets.get(choice, {}))
+        return "", "--optimizers.fields", resolved_group(dict(config.optimizers.get("fields", {})), steps)
+    group = resolved_group(dict(config.optimizer_presets.get(choice, {})), steps)
+    return f"--optimizer {choice}", f"--optimizer-presets.{choice}", group
 
 
 def schedule_text(config: Any) -> str:

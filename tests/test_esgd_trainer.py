@@ -36,8 +36,9 @@ def test_esgd_optimizer_config_builds_esgd_through_nerfstudio_optimizers() -> No
     assert (opt.init_draws, opt.lr_warmup) == (RECIPES["robust"]["init_draws"], RECIPES["robust"]["lr_warmup"])
     seeded = ESGDOptimizerConfig(rademacher_seed=3, recipe="official", lr=1.0).setup(params)
     assert seeded.generator is not None and seeded.param_groups[0]["lr"] == 1.0
-    with pytest.warns(UserWarning, match="official recipe with lr 10"):
-        ESGDOptimizerConfig(recipe="official").setup(params)
+    # no lr given: the recipe's NeRF lr (core.esgd.default_lr): robust 10, official 1 (the paper's)
+    assert ESGDOptimizerConfig().setup(params).param_groups[0]["lr"] == 10.0
+    assert ESGDOptimizerConfig(recipe="official").setup(params).param_groups[0]["lr"] == 1.0
     assert (seeded.init_draws, seeded.d_bias_correction) == (1, "all_steps")
 
 
@@ -81,6 +82,9 @@ def test_run_length_decay_is_nerfstudios_exponential_decay(tmp_path: Path) -> No
     with pytest.raises(ValueError, match="max_steps is None"):
         RunLengthExponentialDecaySchedulerConfig(lr_final=0.01).setup().get_scheduler(opt, lr_init=1.0)
     RunLengthExponentialDecaySchedulerConfig().setup().get_scheduler(opt, lr_init=1.0)  # lr_final None: constant lr
+    ratio = RunLengthExponentialDecaySchedulerConfig(lr_final_ratio=0.01, max_steps=2).setup()
+    ratio.get_scheduler(torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=4.0), lr_init=4.0)
+    assert ratio.config.lr_final == pytest.approx(0.04)  # lr_final from the ratio and the optimizer's lr
 
 
 def test_optimizer_switch_selects_presets() -> None:
@@ -100,6 +104,11 @@ def test_optimizer_switch_selects_presets() -> None:
     assert isinstance(esgd["other"]["optimizer"], ESGDOptimizerConfig) and esgd["other"]["optimizer"].lr == 10.0
     assert esgd["fields"]["scheduler"].max_steps == 123 and esgd["fields"]["scheduler"].lr_final == 0.1
     assert config.optimizer_presets["esgd"]["scheduler"].max_steps is None  # the config itself is not modified
+    config.optimizer_presets["esgd"]["optimizer"].recipe = "official"  # the paper's NeRF schedule, lr 1 -> 0.01
+    official = config.selected_optimizers(["fields"])["fields"]
+    assert official["optimizer"].lr == 1.0 and official["scheduler"].lr_final == pytest.approx(0.01)
+    config.optimizer_presets["esgd"]["optimizer"].lr = 0.5  # a given lr rules, and the decay follows it (100x)
+    assert config.selected_optimizers(["fields"])["fields"]["scheduler"].lr_final == pytest.approx(0.005)
     assert esgd["fields"]["optimizer"] is not esgd["other"]["optimizer"]
     config.optimizer = "adam"
     adam = config.selected_optimizers(["fields"])["fields"]

@@ -14,7 +14,8 @@ Command line (every method's trainer config is :class:`ESGDTrainerConfig`):
   adam`` for the control, ``--optimizer-presets.esgd.optimizer.lr 5`` to change ESGD's lr, and
   ``--optimizer-presets.esgd.optimizer.hvp-source gradient`` for the g^2 ablation.
 - ``--optimizer-presets.esgd.optimizer.recipe official`` trains with the official INR code's recipe instead of the
-  robust default (``core.esgd.ESGDConfig``; every field of it is a flag of ``--optimizer-presets.esgd.optimizer``).
+  robust default (``core.esgd.ESGDConfig``; every field of it is a flag of ``--optimizer-presets.esgd.optimizer``),
+  at the paper's NeRF lr 1 -> 0.01 (the lr left unset is the recipe's, ``core.esgd.default_lr``).
 - ``ESGDOptimizerConfig`` also works in a plain ``optimizers={"fields": {"optimizer": ESGDOptimizerConfig(...)}}``.
 - The lr schedules are nerfstudio's ``ExponentialDecayScheduler`` (no warm-up), whose ``max_steps`` defaults to the
   run's ``max-num-iterations`` here (:class:`RunLengthExponentialDecaySchedulerConfig`).
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Literal, Tuple, Type, cast
 
@@ -47,7 +47,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from nerf_inr_methods.core.esgd import ESGD, ESGDConfig, esgd_backward
+from nerf_inr_methods.core.esgd import ESGD, ESGDConfig, default_lr, esgd_backward
 from nerf_inr_methods.nerfstudio_plugin.checkpoints import restore_trainer, save_trainer_checkpoint
 from nerf_inr_methods.nerfstudio_plugin.preflight import preflight
 
@@ -58,23 +58,19 @@ OPTIMIZER_CHOICES: Tuple[str, ...] = ("configured", "esgd", "adam")
 @dataclass
 class ESGDOptimizerConfig(ESGDConfig, OptimizerConfig):
     """ESGD as a nerfstudio optimizer config: the core's ESGDConfig (recipe, curvature schedule, robustness options)
-    plus nerfstudio's lr and gradient clipping; NeRF's lr 10 (robust recipe) by default."""
+    plus nerfstudio's lr and gradient clipping; the lr defaults to the recipe's NeRF lr."""
 
     _target: Type = ESGD
-    lr: float = 10.0
-    """Step size (NeRF: 10 decaying to 0.1 with the robust recipe, 1 -> 0.01 with the official one; images and shapes:
-    4 with the robust recipe, 0.15 with the official one)."""
+    lr: float | None = None  # type: ignore[assignment]
+    """Step size (None: the recipe's NeRF lr, core.esgd.default_lr: robust 10, official 1 as in the paper)."""
+
+    def resolved_lr(self) -> float:
+        """``lr``, or the recipe's NeRF default when it is None."""
+        return default_lr(self.recipe, "nerf") if self.lr is None else float(self.lr)
 
     def setup(self, params: Any) -> ESGD:
         """ESGD on ``params`` (a list of parameters or of parameter-group dicts) with this config."""
-        if self.recipe == "official" and self.lr > 1.0:
-            warnings.warn(
-                f"ESGD: the official recipe with lr {self.lr:g} (the robust recipe's NeRF lr is 10); the paper's NeRF "
-                "schedule is lr 1 -> 0.01: give --optimizer-presets.esgd.optimizer.lr 1 and "
-                "--optimizer-presets.esgd.scheduler.lr-final 0.01",
-                stacklevel=2,
-            )
-        return self.build(params, lr=self.lr)
+        return self.build(params, lr=self.resolved_lr())
 
 
 @dataclass
@@ -85,6 +81,14 @@ class RunLengthExponentialDecaySchedulerConfig(ExponentialDecaySchedulerConfig):
     _target: Type = field(default_factory=lambda: RunLengthExponentialDecayScheduler)
     max_steps: int | None = None
     """Steps of the decay. None: the run's max-num-iterations (set by ESGDTrainerConfig.selected_optimizers)."""
+    lr_final_ratio: float | None = None
+    """With lr_final None: decay to the optimizer's lr times this (e.g. 0.01, two decades); None: lr_final rules."""
+
+    def resolved(self, lr: float) -> RunLengthExponentialDecaySchedulerConfig:
+        """A copy with lr_final set from lr_final_ratio for an optimizer of step size ``lr`` (if lr_final is None)."""
+        if self.lr_final is None and self.lr_final_ratio is not None:
+            return replace(self, lr_final=float(lr) * float(self.lr_final_ratio), lr_final_ratio=None)
+        return self
 
 
 class RunLengthExponentialDecayScheduler(ExponentialDecayScheduler):
@@ -93,6 +97,7 @@ class RunLengthExponentialDecayScheduler(ExponentialDecayScheduler):
     config: RunLengthExponentialDecaySchedulerConfig
 
     def get_scheduler(self, optimizer: Optimizer, lr_init: float) -> LRScheduler:
+        self.config = self.config.resolved(lr_init)
         if self.config.max_steps is None and self.config.lr_final is None:  # constant lr: no length needed
             self.config = replace(self.config, max_steps=1)
         if self.config.max_steps is None:
@@ -109,16 +114,12 @@ class RunLengthExponentialDecayScheduler(ExponentialDecayScheduler):
 
 
 def esgd_preset() -> Dict[str, Any]:
-    """ESGD (robust recipe) lr 10 decaying exponentially to 0.1 over the run.
-
-    The paper's NeRF schedule is lr 1 -> 0.01 with the official recipe (methods.md): with ``recipe official``, also
-    give ``optimizer.lr 1`` and ``scheduler.lr-final 0.01`` (under ``--optimizer-presets.esgd.``). The robust recipe's
-    decayed maximum of (Hv)^2 and step bound take smaller steps for a given lr, so its lr is larger (images 4 where
-    the official recipe uses 0.15): on mic (CPU preset, the converged comparison's schedule, val PSNR after 2000
-    steps) lr 10 gave 19.18 dB against 18.61 at 3 and 17.77 at 30 (Adam's best, 4.5e-3: 18.51)."""
+    """ESGD at its recipe's NeRF lr decaying exponentially 100x over the run: robust 10 -> 0.1, official 1 -> 0.01 (the
+    paper's NeRF schedule; ``--optimizer-presets.esgd.optimizer.recipe official`` alone gives it). The lr per recipe
+    is the core's (:data:`nerf_inr_methods.core.esgd.DEFAULT_LRS`)."""
     return {
-        "optimizer": ESGDOptimizerConfig(lr=10.0),
-        "scheduler": RunLengthExponentialDecaySchedulerConfig(lr_final=0.1),
+        "optimizer": ESGDOptimizerConfig(),
+        "scheduler": RunLengthExponentialDecaySchedulerConfig(lr_final_ratio=0.01),
     }
 
 
@@ -135,7 +136,8 @@ class ESGDTrainerConfig(TrainerConfig):
     _target: Type = field(default_factory=lambda: ESGDTrainer)
     optimizer: OptimizerChoice = "configured"
     """Optimizer and lr schedule of every parameter group: configured = --optimizers as given; esgd / adam = the
-    --optimizer-presets entry (ESGD lr 10 -> 0.1, Adam 5e-4 -> 1e-4, exponential decay over the run)."""
+    --optimizer-presets entry (ESGD robust lr 10 -> 0.1 or official 1 -> 0.01, Adam 5e-4 -> 1e-4, exponential decay
+    over the run)."""
     optimizer_presets: Dict[str, Dict[str, Any]] = field(
         default_factory=lambda: {"esgd": esgd_preset(), "adam": adam_preset()}
     )
@@ -172,12 +174,24 @@ class ESGDTrainerConfig(TrainerConfig):
             if "optimizer" not in preset:
                 raise ValueError(f"--optimizer-presets.{self.optimizer} must have an 'optimizer' entry, got {preset}")
             selected = {name: {"scheduler": None, **preset} for name in group_names}
-        selected = {name: copy.deepcopy(group) for name, group in selected.items()}  # no config shared by groups
-        for group in selected.values():
-            scheduler = group.get("scheduler")
-            if isinstance(scheduler, RunLengthExponentialDecaySchedulerConfig) and scheduler.max_steps is None:
-                group["scheduler"] = replace(scheduler, max_steps=int(self.max_num_iterations))
-        return selected
+        return {name: resolved_group(group, int(self.max_num_iterations)) for name, group in selected.items()}
+
+
+def resolved_group(group: Dict[str, Any], max_steps: int | None = None) -> Dict[str, Any]:
+    """A deep copy of an ``{"optimizer", "scheduler"}`` group with what its configs leave open filled in: ESGD's lr
+    None -> its recipe's NeRF lr, a run-length scheduler's lr_final from its lr_final_ratio, and its max_steps None ->
+    ``max_steps`` (the run's max-num-iterations)."""
+    group = copy.deepcopy(group)  # no config shared by groups
+    optimizer, scheduler = group.get("optimizer"), group.get("scheduler")
+    if isinstance(optimizer, ESGDOptimizerConfig) and optimizer.lr is None:
+        group["optimizer"] = optimizer = replace(optimizer, lr=optimizer.resolved_lr())
+    if isinstance(scheduler, RunLengthExponentialDecaySchedulerConfig):
+        if optimizer is not None:
+            scheduler = scheduler.resolved(optimizer.lr)
+        if scheduler.max_steps is None and max_steps is not None:
+            scheduler = replace(scheduler, max_steps=int(max_steps))
+        group["scheduler"] = scheduler
+    return group
 
 
 class ESGDTrainer(Trainer):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nerf_inr_methods.cli import check_choices, check_positive
-from nerf_inr_methods.core.esgd import ESGDConfig
+from nerf_inr_methods.core.esgd import ESGDConfig, default_lr
 from nerf_inr_methods.core.int_sampler import IntSamplerConfig, SamplerName, SamplerOptionError, SamplerParameters
 from nerf_inr_methods.core.int_selection import IntervalKind, RatioKind
 from nerf_inr_methods.core.mlp import Activation
@@ -66,10 +66,9 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 """Per-protocol values of the fields left at None."""
 
-DEFAULT_LR: dict[str, float] = {"adam": 1e-4, "esgd": 4.0, "esgd-official": 0.15, "lbfgs": 1.0}
-"""Learning rate per optimizer when ``lr`` is None: SIREN's Adam 1e-4; ESGD's robust recipe (the default) 4, as tuned
-on the image control (benchmarks/esgd_robust.py; shapes: 4 to 12 in benchmarks/shapes.py at 20 CPU-s); its official
-recipe ``--esgd.recipe official`` 0.15 (the paper's); L-BFGS 1."""
+DEFAULT_LR: dict[str, float] = {"adam": 1e-4, "lbfgs": 1.0}
+"""Learning rate per optimizer when ``lr`` is None: SIREN's Adam 1e-4, L-BFGS 1; ESGD's is its recipe's
+(:func:`nerf_inr_methods.core.esgd.default_lr`: robust 4, official 0.15)."""
 
 
 @dataclass
@@ -304,8 +303,7 @@ def resolve_config(cfg: ShapeFitConfig) -> ShapeFitConfig:
     names = [n for n in PROTOCOL_DEFAULTS[cfg.protocol] if n != "lr"]
     out = dataclasses.replace(cfg, **{n: _lookup(cfg, n) for n in names})
     if out.lr is None:
-        official = out.optimizer == "esgd" and out.esgd.recipe == "official"
-        out.lr = DEFAULT_LR["esgd-official" if official else out.optimizer]
+        out.lr = default_lr(out.esgd.recipe) if out.optimizer == "esgd" else DEFAULT_LR[out.optimizer]
     iga = dataclasses.replace(out.iga)
     if iga.end is None:
         iga.end = 7 if out.activation == "relu" else 14
