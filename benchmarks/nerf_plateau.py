@@ -183,6 +183,9 @@ class PlateauConfig:
     meshes: bool = True
     """report: inr-mesh with its default settings on every finished run, and the meshes of vanilla and the best
     arm drawn beside the ground-truth views."""
+    lrs: Dict[str, float] = field(default_factory=dict)
+    """train / report: these arms at these lrs instead of their tuned (or default) ones, e.g. ``--lrs vanilla 0.002
+    int-error-map 0.002`` for a comparison at another shared lr (use its own --output-dir)."""
     until: int | None = None
     """train: stop every run, unfinished, at its first evaluation (= checkpoint) step at or after this step (a later
     call without it continues each run to the end)."""
@@ -592,7 +595,7 @@ def plateau_specs(config: PlateauConfig) -> List[RunSpec]:
                         scene=scene,
                         arm=arm,
                         seed=seed,
-                        lr=lrs[arm]["lr"],
+                        lr=config.lrs.get(arm, lrs[arm]["lr"]),
                         steps=config.steps,
                         lr_final_ratio=config.lr_final_ratio,
                         hold=config.hold,
@@ -931,6 +934,9 @@ def main(config: PlateauConfig) -> Dict[str, Any] | None:
     unknown = [a for a in config.arms if a not in ARMS]
     if unknown:
         raise ValueError(f"--arms: unknown arm(s) {unknown}; expected some of {sorted(ARMS)}")
+    bad_lrs = {arm: lr for arm, lr in config.lrs.items() if arm not in config.arms and arm != "vanilla" or not lr > 0}
+    if bad_lrs:
+        raise ValueError(f"--lrs: expected arms of --arms with lrs > 0, got {bad_lrs}")
     if "vanilla" not in config.arms:
         config = dataclasses.replace(config, arms=("vanilla", *config.arms))
     for scene in config.scenes:
