@@ -111,6 +111,15 @@ def test_ablation_arms_train_at_their_source_arms_tuned_lr(tmp_path: Path) -> No
     assert third["lr"] == pytest.approx(ARMS["gauss-adam"].default_lr / 3) and third["lr_from"] == "gauss-adam"
 
 
+def test_lrs_flag_sets_an_arms_lr(tmp_path: Path) -> None:
+    from benchmarks.nerf_plateau import PlateauConfig, main, plateau_specs
+
+    config = PlateauConfig(arms=("vanilla", "iga"), seeds=(0,), lrs={"vanilla": 2e-3}, output_dir=tmp_path)
+    assert {s.arm: s.lr for s in plateau_specs(config)} == {"vanilla": 2e-3, "iga": 1e-3}  # iga: its default
+    with pytest.raises(ValueError, match="--lrs"):
+        main(PlateauConfig(arms=("vanilla",), lrs={"iga": 1e-3}, output_dir=tmp_path))
+
+
 def test_int_map_nerf_is_the_studys_error_map_arm() -> None:
     """The named method trains what the converged comparison measured as int-error-map."""
     from benchmarks.nerf_plateau import ARMS
