@@ -127,6 +127,12 @@ CASES = [
         "zero sigma", ["--pipeline.model.gaussian-sigma", "0"], ["--pipeline.model.gaussian-sigma", "0"], "gauss-nerf"
     ),
     Case("negative lr", ["--optimizers.fields.optimizer.lr", "-0.001"], ["--optimizers.fields.optimizer.lr", "-0.001"]),
+    Case(
+        "negative decay ratio",
+        ["--optimizer-presets.esgd.scheduler.lr-final-ratio", "-0.01"],
+        ["--optimizer-presets.esgd.scheduler.lr-final-ratio", "-0.01"],
+        "gauss-nerf",
+    ),
     Case("negative save interval", ["--steps-per-save", "-1"], ["--steps-per-save", "-1"]),
     Case("unknown alpha colour", ["--alpha-color", "pink"], parser=["blender-data", "--alpha-color", "pink"]),
     Case("missing --data folder", ["--data", "no-such-scene", "no such file or folder"], scene=missing_folder),

@@ -155,6 +155,9 @@ def check_optimizers(config: Any) -> None:
         lr = getattr(optimizer, "lr", None)
         if lr is not None:
             _require(_positive_finite(lr), f"{prefix}.optimizer.lr", lr, "a number > 0")
+        ratio = getattr(group.get("scheduler") if isinstance(group, dict) else None, "lr_final_ratio", None)
+        if ratio is not None:
+            _require(_positive_finite(ratio), f"{prefix}.scheduler.lr-final-ratio", ratio, "a number > 0")
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints, output
