@@ -52,10 +52,16 @@ import tyro
 from benchmarks import common
 from benchmarks.common import RESULTS_DIR, finish, fmt_pm, log, markdown_table, mean_std, paired_stats, verdict
 from benchmarks.nerf_common import MIC, MIC_100PX, check_scene_folder
+from nerf_inr_methods.core.esgd import default_lr
 
 ARMS = ("adam", "esgd", "esgd-robust", "esgd-g2", "vanilla")
 TUNED = ("adam", "esgd", "esgd-robust", "esgd-g2")
-DEFAULT_LR = {"adam": 5e-4, "esgd": 1.0, "esgd-robust": 10.0, "esgd-g2": 5e-4}
+DEFAULT_LR = {
+    "adam": 5e-4,
+    "esgd": default_lr("official", "nerf"),
+    "esgd-robust": default_lr("robust", "nerf"),
+    "esgd-g2": 5e-4,
+}
 """Centre of each tuned arm's grid: Adam's BARF/GARF lr, the official recipe's NeRF lr, gauss-nerf's default (the robust
 recipe's), and Adam's for the (Adam-like) g^2 ablation."""
 LR_FINAL_RATIO = {"adam": 0.2, "esgd": 0.01, "esgd-robust": 0.01, "esgd-g2": 0.01}

@@ -249,8 +249,8 @@ def fields_schedule(config: Any) -> Tuple[str, str, Dict[str, Any]]:
     choice = getattr(config, "optimizer", "configured")
     steps = getattr(config, "max_num_iterations", None)
     if choice == "configured":
-        return "", "--optimizers.fields", resolved_group(dict(config.optimizers.get("fields", {})), steps)
-    group = resolved_group(dict(config.optimizer_presets.get(choice, {})), steps)
+        return "", "--optimizers.fields", resolved_group(config.optimizers.get("fields", {}), steps)
+    group = resolved_group(config.optimizer_presets.get(choice, {}), steps)
     return f"--optimizer {choice}", f"--optimizer-presets.{choice}", group
 
 
