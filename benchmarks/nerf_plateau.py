@@ -8,7 +8,9 @@ run folder (``config.yml`` + checkpoint), so ``ns-eval``, ``ns-render`` and ``in
 
 Resumable at two levels: a finished run (``run.json`` with ``finished``) is reused when its settings match, and an
 unfinished one continues from its last checkpoint (saved at every evaluation), so the study can be split across
-sessions; every run records the commit it was trained at (each segment's commit if it was resumed).
+sessions; every run records the commit it was trained at (each segment's commit if it was resumed). On a machine
+without the run folders (a fresh checkout), the finished runs and lr grids recorded in the results file (``--results``)
+stand in for them: they are reported, not trained again; their meshes and pictures are kept as drawn before.
 
 Stages (``--stage``): ``tune`` trains each arm's lr grid for ``tune_steps`` steps of the plateau schedule (its first
 ``tune_steps`` steps, same lr curve) and picks the best lr on every 20th val view; ``train`` trains every
@@ -320,6 +322,30 @@ def load_record(spec: RunSpec, output_dir: Path) -> Dict[str, Any] | None:
     return record if record.get("key") == spec.key() else None
 
 
+def recorded_runs(results: Path) -> Dict[str, Dict[str, Any]]:
+    """key -> finished run of the results file ``results`` (empty when it does not exist): the runs a machine
+    without their folders (a fresh checkout) takes as done instead of training them again."""
+    if not results.is_file():
+        return {}
+    return {r["key"]: r for r in json.loads(results.read_text()).get("runs", []) if r.get("finished")}
+
+
+def finished_record(spec: RunSpec, config: PlateauConfig) -> Dict[str, Any] | None:
+    """The finished record of ``spec``: its run folder's, else the results file's (marked ``restored_from``; its
+    folder, checkpoint and renders are not on this machine, so it is reported but not meshed or drawn again)."""
+    record = load_record(spec, config.output_dir)
+    if record is not None and record.get("finished"):
+        return record
+    if record is None and spec.key() in recorded_runs(config.results):
+        return {**recorded_runs(config.results)[spec.key()], "restored_from": config.results.name}
+    return None
+
+
+def has_run_folder(record: Dict[str, Any]) -> bool:
+    """Whether ``record``'s run folder (config, checkpoint, renders) is on this machine."""
+    return "restored_from" not in record and Path(record["config"]).is_file()
+
+
 def lr_breaks(spec: RunSpec) -> Tuple[int, int]:
     """(last step of the held lr, step at which the decay reaches lr * lr_final_ratio) of ``spec``'s schedule."""
     return int(round(spec.hold * spec.steps)), int(round(spec.decay_end * spec.steps))
@@ -516,8 +542,14 @@ def _train_task(task: Tuple[RunSpec, str, int, int | None]) -> Dict[str, Any]:
 def train_all(specs: List[RunSpec], config: PlateauConfig) -> List[Dict[str, Any]]:
     """Train the specs not finished yet, ``jobs`` at a time, each in a fresh process (nerfstudio's writers and
     profiler are process-global); returns the records in the order of ``specs``."""
-    todo = [s for s in specs if not (load_record(s, config.output_dir) or {}).get("finished")]
-    print(f"{len(specs) - len(todo)} run(s) finished already, {len(todo)} to train", flush=True)
+    done = {s.key(): finished_record(s, config) for s in specs}
+    todo = [s for s in specs if done[s.key()] is None]
+    restored = sum("restored_from" in r for r in done.values() if r)
+    print(
+        f"{len(specs) - len(todo)} run(s) finished already ({restored} of them only in {config.results.name}), "
+        f"{len(todo)} to train",
+        flush=True,
+    )
     tasks = [(s, str(config.output_dir), config.threads, config.until) for s in todo]
     if len(todo) == 1 or config.jobs == 1:  # in this process (nerfstudio's writers are closed after each run)
         for task in tasks:
@@ -525,7 +557,7 @@ def train_all(specs: List[RunSpec], config: PlateauConfig) -> List[Dict[str, Any
     elif todo:
         with ProcessPoolExecutor(config.jobs, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
             list(pool.map(_train_task, tasks))
-    return [load_record(s, config.output_dir) for s in specs]
+    return [finished_record(s, config) or load_record(s, config.output_dir) for s in specs]
 
 
 # ------------------------------------------------------------------------------------------------------ stages
@@ -567,6 +599,7 @@ def scene_data(config: PlateauConfig, scene: str) -> str:
 def tuned_lrs(config: PlateauConfig) -> Dict[str, Dict[str, Any]]:
     """Per arm: the lr grid's val PSNR at ``tune_steps`` and the winner (arms without tuning runs: their default)."""
     out: Dict[str, Dict[str, Any]] = {}
+    recorded = json.loads(config.results.read_text()).get("tuning", {}) if config.results.is_file() else {}
     for arm in tuned_arms(config.arms):
         scores = {}
         for spec in tune_specs(config):
@@ -576,7 +609,9 @@ def tuned_lrs(config: PlateauConfig) -> Dict[str, Dict[str, Any]]:
             points = [p for p in (record or {}).get("curve", []) if p["step"] == config.tune_steps]
             if points:
                 scores[spec.lr] = points[0]["psnr"]
-        if len(scores) == len(ARMS[arm].lr_grid):
+        if not scores and recorded.get(arm, {}).get("grid"):  # tuned on another machine: its results file
+            out[arm] = {**recorded[arm], "restored_from": config.results.name}
+        elif len(scores) == len(ARMS[arm].lr_grid):
             best = max(scores, key=lambda lr: scores[lr])
             out[arm] = {"grid": scores, "lr": best, "at_grid_edge": best in (min(scores), max(scores))}
         else:
@@ -614,8 +649,10 @@ def plateau_specs(config: PlateauConfig) -> List[RunSpec]:
 
 
 def tune(config: PlateauConfig) -> None:
-    """Train each arm's lr grid for ``tune_steps`` steps (the plateau schedule's first steps; val views)."""
-    train_all(tune_specs(config), config)
+    """Train each arm's lr grid for ``tune_steps`` steps (the plateau schedule's first steps; val views), but for
+    the grids recorded in the results file where their runs are not here."""
+    restored = {arm for arm, tuning in tuned_lrs(config).items() if "restored_from" in tuning}
+    train_all([spec for spec in tune_specs(config) if spec.arm not in restored], config)
 
 
 def curve_arrays(record: Dict[str, Any], clock: str = "train_seconds") -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -763,7 +800,7 @@ def montage(records: List[Dict[str, Any]], scene: str, seed: int, view: str, pat
     import matplotlib.pyplot as plt
 
     runs = [r for r in records if r["scene"] == scene and r["seed"] == seed]
-    if not runs:
+    if not runs or not all(has_run_folder(r) for r in runs):  # keep the picture drawn where every run was
         return False
     run_dirs = [Path(r["config"]).parent for r in runs]
     gt = run_dirs[0] / "renders" / f"{view}_gt.png"
@@ -843,7 +880,7 @@ def mesh_views(
     from nerf_inr_methods.safe_io import load_run_config
 
     runs = [r for r in records if meshes.get(r["key"], {}).get("ok")]
-    if not runs:
+    if not runs or not all(has_run_folder(r) for r in records):  # a run drawn from elsewhere: keep the picture
         return False
     config = load_run_config(Path(runs[0]["config"]))
     datamanager = config.pipeline.datamanager
@@ -871,15 +908,18 @@ def mesh_views(
 
 def report(config: PlateauConfig) -> Dict[str, Any]:
     specs = plateau_specs(config)
-    started = [r for r in (load_record(s, config.output_dir) for s in specs) if r]
+    started = [r for r in (finished_record(s, config) or load_record(s, config.output_dir) for s in specs) if r]
     records = [r for r in started if r.get("finished")]
+    restored = [r["arm"] + f" s{r['seed']} ({r['scene']})" for r in records if "restored_from" in r]
+    if restored:
+        print(f"runs whose folders are not here, taken from {config.results.name}: {', '.join(restored)}")
     analysis = analyse(records, config)
     table = report_table(analysis)
     stem = config.results.with_suffix("")
     plot_curves(records, Path(f"{stem}_psnr_vs_time.png")) if records else None
     for scene in config.scenes:
         montage(records, scene, config.seeds[0], "test_000", Path(f"{stem}_{scene}_test_views.png"))
-    meshes = {r["key"]: mesh_run(r) for r in records} if config.meshes else {}
+    meshes = {r["key"]: mesh_run(r) for r in records if has_run_folder(r)} if config.meshes else {}
     for record in records:
         if record["key"] in meshes:
             record["mesh"] = {k: v for k, v in meshes[record["key"]].items() if k != "key"}

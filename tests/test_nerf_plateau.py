@@ -32,6 +32,20 @@ def test_quick_run_writes_every_curve_and_reuses_finished_runs(tmp_path: Path, t
     again = main(config)  # every run finished: nothing is retrained, the same curves come back
     assert [r["curve"] for r in again["runs"]] == [r["curve"] for r in payload["runs"]]
 
+    # A fresh checkout has the results file but not the run folders: its runs and lr grids stand in for them
+    # (reported, not trained again) and the pictures drawn from the folders are kept.
+    import shutil
+
+    shutil.rmtree(tmp_path / "out" / "runs")
+    picture = tmp_path / "out" / "nerf_plateau_quick_synthetic_test_views.png"
+    drawn = picture.read_bytes()
+    restored = main(config)
+    assert not (tmp_path / "out" / "runs").exists(), "nothing was trained"
+    assert [r["curve"] for r in restored["runs"]] == [r["curve"] for r in payload["runs"]]
+    assert all(r["restored_from"] == "nerf_plateau_quick.json" for r in restored["runs"])
+    assert {arm: t["lr"] for arm, t in restored["tuning"].items()} == {a: t["lr"] for a, t in payload["tuning"].items()}
+    assert picture.read_bytes() == drawn
+
 
 def _tiny_spec(tiny_scene: Path, arm: str, steps: int, eval_every: int):
     """A plateau run of ``steps`` on the tiny scene (lr 1e-3 decaying to a tenth, 64 rays)."""

@@ -64,6 +64,7 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from nerfstudio.utils import profiler
 from torch import Tensor
 
+from nerf_inr_methods.config_fields import mirrored_fields
 from nerf_inr_methods.core.int_sampler import (
     LOSS_WEIGHTS_KEY,
     MAX_SKIP_COUNT,
@@ -76,7 +77,7 @@ from nerf_inr_methods.core.int_sampler import (
     Selection,
     grid_cells,
 )
-from nerf_inr_methods.core.int_selection import IntervalKind, IntSchedule, RatioKind, int_scores
+from nerf_inr_methods.core.int_selection import IntSchedule, int_scores
 
 EXTRA_STATE_FORMAT = "inr-pipeline-int-v1"
 MIRRORED_SAMPLER_OPTIONS = (
@@ -88,12 +89,24 @@ MIRRORED_SAMPLER_OPTIONS = (
     *(f.name for f in dataclasses.fields(SamplerParameters)),
 )
 """Fields of :class:`IntSamplerConfig` that :class:`InrPipelineConfig` mirrors as ``int_<field>``
-(``--pipeline.int-<field>``): the schedules, the guard and every :class:`SamplerParameters` field; the sampler (with
---pipeline.int-random-subset), reuse and seed are set otherwise."""
+(``--pipeline.int-<field>``, type and help from the core, defaults from it but for :data:`NERF_SAMPLER_DEFAULTS`):
+the schedules, the guard and every :class:`SamplerParameters` field; the sampler (with --pipeline.int-random-subset),
+reuse and seed are set otherwise."""
+NERF_SAMPLER_DEFAULTS = {"max_interval": 10, "max_skips": 4}
+"""NeRF's defaults where they differ from the core's (made for 5k-step image fits): re-scoring the pool at least every
+10 steps, and the no-starvation guard on."""
+
+InrSamplerFlags = dataclasses.make_dataclass(
+    "InrSamplerFlags",
+    mirrored_fields(IntSamplerConfig, MIRRORED_SAMPLER_OPTIONS, prefix="int_", defaults=NERF_SAMPLER_DEFAULTS),
+    bases=(VanillaPipelineConfig,),
+)
+"""nerfstudio's vanilla pipeline config plus the mirrored INT sampler flags (the base of :class:`InrPipelineConfig`)."""
+InrSamplerFlags.__module__ = __name__
 
 
 @dataclass
-class InrPipelineConfig(VanillaPipelineConfig):
+class InrPipelineConfig(InrSamplerFlags):
     """nerfstudio's vanilla pipeline plus INT-family ray selection (off by default)."""
 
     _target: Type = field(default_factory=lambda: InrPipeline)
@@ -103,37 +116,16 @@ class InrPipelineConfig(VanillaPipelineConfig):
     """int (paper: top-k of a scored pool), random (its control), soft (soft mining), error-map, two-forward."""
     int_random_subset: bool = False
     """INT's control (same as --pipeline.int-sampler random): same pool, sizes and schedule, random rays, no scoring."""
-    int_ratio_kind: RatioKind = "step"
-    """Ratio schedule: constant, step (paper default: r0 -> 0.92 in 10 stages), cosine, or r-cosine."""
-    int_r0: float = 0.2
-    """Starting fraction r0: rays trained per step = ceil(ratio * train-num-rays-per-batch)."""
-    int_interval_kind: IntervalKind = "incremental"
-    """Interval schedule for replacing and re-scoring the pool (int, random, soft): dense, incremental, decremental,
-    constant (int-max-interval throughout)."""
-    int_max_interval: int = 10
-    """Largest re-selection interval in steps (the paper's 90 is for 5k-step image fits)."""
     int_pool_batches: int = 1
     """Candidate pool size, in datamanager batches of train-num-rays-per-batch rays each."""
-    int_max_skips: int = 4
-    """A pixel that was a candidate in this many consecutive pools without being trained is forced in its next."""
     int_total_steps: int | None = None
     """Steps T of the schedules (10 stages of T/10 steps); None: the step at which the trainer stops."""
-    int_alpha: float = 0.6
-    """soft / error-map: exponent of the importance correction of each ray's loss (0: pure mining, 1: unbiased)."""
-    int_alpha_warmup: float = 0.1
-    """soft / error-map: alpha grows linearly from 0 over this fraction of T."""
-    int_uniform_share: float = 0.2
-    """soft / error-map: share of the drawing probability spread uniformly over the pool."""
-    int_error_power: float = 1.0
-    """soft / error-map: rays are drawn with probability proportional to error ** int-error-power."""
     int_error_map_cell: int = 4
     """error-map: side of an error-map tile in pixels (the map has ceil(H / cell) x ceil(W / cell) tiles per image)."""
     int_error_map_ema: float = 0.5
     """error-map: weight of a tile's previous error when a training forward writes it (0: overwrite)."""
     int_error_map_max_age: int | None = None
     """error-map: a tile not written for more than this many steps counts as unseen (None: never stale)."""
-    int_score_factor: float = 2.0
-    """two-forward: rays scored by the no-grad forward per trained ray."""
     training_eval_image_stride: int = 1
     """Evaluations during training (--steps-per-eval-all-images) use every n-th eval image only (a fixed subset, for
     PSNR-vs-time curves on CPU); ns-eval always evaluates every image."""
