@@ -171,6 +171,29 @@ def test_bad_int_options_name_the_flag() -> None:
         InrPipelineConfig(int_pool_batches=0)
 
 
+def test_pipeline_flags_are_the_core_sampler_options() -> None:
+    """--pipeline.int-<field> is the core's IntSamplerConfig field: its type, default (but NeRF's own) and help."""
+    import typing
+
+    from nerf_inr_methods.config_fields import attribute_docstrings
+    from nerf_inr_methods.core.int_sampler import IntSamplerConfig
+    from nerf_inr_methods.nerfstudio_plugin.int_pipeline import (
+        MIRRORED_SAMPLER_OPTIONS,
+        NERF_SAMPLER_DEFAULTS,
+        InrPipelineConfig,
+    )
+
+    config, core, docs = InrPipelineConfig(), IntSamplerConfig(), attribute_docstrings(IntSamplerConfig)
+    hints = typing.get_type_hints(InrPipelineConfig, include_extras=True)
+    core_hints = typing.get_type_hints(IntSamplerConfig)
+    assert NERF_SAMPLER_DEFAULTS == {"max_interval": 10, "max_skips": 4}
+    for name in MIRRORED_SAMPLER_OPTIONS:
+        assert getattr(config, f"int_{name}") == NERF_SAMPLER_DEFAULTS.get(name, getattr(core, name)), name
+        assert hints[f"int_{name}"].__origin__ == core_hints[name], name
+        assert docs[name] and hints[f"int_{name}"].__metadata__[0].help == docs[name], name
+    assert docs["alpha"].startswith("soft / error-map: exponent of the importance correction")
+
+
 @pytest.mark.slow
 def test_int_nerf_trains_and_evaluates_in_process(tiny_scene: Path, tmp_path: Path) -> None:
     from nerf_inr_methods.nerfstudio_plugin.runs import evaluate, prepare_config, train

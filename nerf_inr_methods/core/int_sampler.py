@@ -100,8 +100,9 @@ class SamplerParameters:
     """Parameters of the soft, error-map and two-forward samplers (``int`` and ``random`` ignore them).
 
     Declared once: :class:`IntSamplerConfig` derives from this class, and so do the options of the shape trainer
-    (``--int-selection.<name>``) and of the 2D sampler benchmark (``--<name>``); the NeRF pipeline, whose flags are
-    ``--pipeline.int-<name>``, mirrors them by name. Values are checked by :class:`IntSamplerConfig`."""
+    (``--int-selection.<name>``) and of the 2D sampler benchmark (``--<name>``); the NeRF pipeline's flags
+    ``--pipeline.int-<name>`` are made from these declarations (type, default, help: ``config_fields.py``). Values
+    are checked by :class:`IntSamplerConfig`."""
 
     alpha: float = 0.6
     """soft / error-map: exponent of the importance correction of each point's loss (0: pure mining, 1: unbiased)."""

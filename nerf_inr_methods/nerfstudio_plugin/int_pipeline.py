@@ -122,10 +122,6 @@ class InrPipelineConfig(InrSamplerFlags):
     """Steps T of the schedules (10 stages of T/10 steps); None: the step at which the trainer stops."""
     int_error_map_cell: int = 4
     """error-map: side of an error-map tile in pixels (the map has ceil(H / cell) x ceil(W / cell) tiles per image)."""
-    int_error_map_ema: float = 0.5
-    """error-map: weight of a tile's previous error when a training forward writes it (0: overwrite)."""
-    int_error_map_max_age: int | None = None
-    """error-map: a tile not written for more than this many steps counts as unseen (None: never stale)."""
     training_eval_image_stride: int = 1
     """Evaluations during training (--steps-per-eval-all-images) use every n-th eval image only (a fixed subset, for
     PSNR-vs-time curves on CPU); ns-eval always evaluates every image."""
