@@ -330,14 +330,15 @@ def recorded_runs(results: Path) -> Dict[str, Dict[str, Any]]:
     return {r["key"]: r for r in json.loads(results.read_text()).get("runs", []) if r.get("finished")}
 
 
-def finished_record(spec: RunSpec, config: PlateauConfig) -> Dict[str, Any] | None:
-    """The finished record of ``spec``: its run folder's, else the results file's (marked ``restored_from``; its
-    folder, checkpoint and renders are not on this machine, so it is reported but not meshed or drawn again)."""
+def finished_record(spec: RunSpec, config: PlateauConfig, recorded: Dict[str, Dict[str, Any]]) -> Dict[str, Any] | None:
+    """The finished record of ``spec``: its run folder's, else that of ``recorded`` (:func:`recorded_runs` of
+    ``config.results``), marked ``restored_from`` (its folder, checkpoint and renders are not on this machine, so it
+    is reported but not meshed or drawn again)."""
     record = load_record(spec, config.output_dir)
     if record is not None and record.get("finished"):
         return record
-    if record is None and spec.key() in recorded_runs(config.results):
-        return {**recorded_runs(config.results)[spec.key()], "restored_from": config.results.name}
+    if record is None and spec.key() in recorded:
+        return {**recorded[spec.key()], "restored_from": config.results.name}
     return None
 
 
@@ -542,7 +543,8 @@ def _train_task(task: Tuple[RunSpec, str, int, int | None]) -> Dict[str, Any]:
 def train_all(specs: List[RunSpec], config: PlateauConfig) -> List[Dict[str, Any]]:
     """Train the specs not finished yet, ``jobs`` at a time, each in a fresh process (nerfstudio's writers and
     profiler are process-global); returns the records in the order of ``specs``."""
-    done = {s.key(): finished_record(s, config) for s in specs}
+    recorded = recorded_runs(config.results)
+    done = {s.key(): finished_record(s, config, recorded) for s in specs}
     todo = [s for s in specs if done[s.key()] is None]
     restored = sum("restored_from" in r for r in done.values() if r)
     print(
@@ -557,7 +559,7 @@ def train_all(specs: List[RunSpec], config: PlateauConfig) -> List[Dict[str, Any
     elif todo:
         with ProcessPoolExecutor(config.jobs, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
             list(pool.map(_train_task, tasks))
-    return [finished_record(s, config) or load_record(s, config.output_dir) for s in specs]
+    return [finished_record(s, config, recorded) or load_record(s, config.output_dir) for s in specs]
 
 
 # ------------------------------------------------------------------------------------------------------ stages
@@ -908,7 +910,9 @@ def mesh_views(
 
 def report(config: PlateauConfig) -> Dict[str, Any]:
     specs = plateau_specs(config)
-    started = [r for r in (finished_record(s, config) or load_record(s, config.output_dir) for s in specs) if r]
+    recorded = recorded_runs(config.results)
+    found = (finished_record(s, config, recorded) or load_record(s, config.output_dir) for s in specs)
+    started = [r for r in found if r]
     records = [r for r in started if r.get("finished")]
     restored = [r["arm"] + f" s{r['seed']} ({r['scene']})" for r in records if "restored_from" in r]
     if restored:
