@@ -109,6 +109,9 @@ class Arm:
     """Ablations: train at this arm's tuned lr (no tuning runs of their own)."""
     lr_scale: float = 1.0
     """With lr_from: train at that arm's tuned lr times this (a check of the short tuning horizon)."""
+    steps_scale: float = 1.0
+    """Train on this fraction of the shared schedule's steps, with the same shape (hold, decay end and final lr at
+    the same fractions): does the arm reach vanilla's final PSNR on a shorter schedule?"""
 
 
 ARMS: Dict[str, Arm] = {
@@ -123,6 +126,13 @@ ARMS: Dict[str, Arm] = {
         "inr-nerf", {**_INT, **_FULL_BATCH_FROM_4, **_SCORE_EVERY_4, "pipeline.int_sampler": "soft"}
     ),
     "int-error-map": Arm("inr-nerf", {**_INT, **_FULL_BATCH_FROM_4, "pipeline.int_sampler": "error-map"}),
+    # the error map on 70% of the schedule's steps: issue 16's time target (vanilla's final in <= 0.7x the time)
+    "int-error-map-0.7T": Arm(
+        "inr-nerf",
+        {**_INT, **_FULL_BATCH_FROM_4, "pipeline.int_sampler": "error-map"},
+        lr_from="int-error-map",
+        steps_scale=0.7,
+    ),
     "int-two-forward": Arm(
         "inr-nerf",
         {**_INT, "pipeline.int_sampler": "two-forward", "pipeline.int_ratio_kind": "constant", "pipeline.int_r0": 0.5},
@@ -638,7 +648,7 @@ def plateau_specs(config: PlateauConfig) -> List[RunSpec]:
                         arm=arm,
                         seed=seed,
                         lr=config.lrs.get(arm, lrs[arm]["lr"]),
-                        steps=config.steps,
+                        steps=int(round(config.steps * ARMS[arm].steps_scale)),
                         lr_final_ratio=config.lr_final_ratio,
                         hold=config.hold,
                         decay_end=config.decay_end,
