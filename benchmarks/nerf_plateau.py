@@ -116,6 +116,8 @@ class Arm:
 
 ARMS: Dict[str, Arm] = {
     "vanilla": Arm("inr-nerf"),
+    # the uniform control at the shorter schedule of int-error-map-0.7T: what the shorter schedule alone costs
+    "vanilla-0.7T": Arm("inr-nerf", lr_from="vanilla", steps_scale=0.7),
     "iga": Arm("iga-nerf", dict(_IGA)),
     "iga-identity": Arm("iga-nerf", {**_IGA, "pipeline.model.iga_identity": True}),
     "int": Arm("int-nerf"),

@@ -134,6 +134,25 @@ def test_lrs_flag_sets_an_arms_lr(tmp_path: Path) -> None:
         main(PlateauConfig(arms=("vanilla",), lrs={"iga": 1e-3}, output_dir=tmp_path))
 
 
+def test_shorter_schedule_arms_keep_the_schedules_shape(tmp_path: Path) -> None:
+    """int-error-map-0.7T trains 70% of the steps, with the hold, decay end and final lr at the same fractions."""
+    from benchmarks.nerf_plateau import ARMS, PlateauConfig, lr_breaks, plateau_specs
+
+    config = PlateauConfig(arms=("vanilla", "int-error-map-0.7T", "vanilla-0.7T"), seeds=(0,), output_dir=tmp_path)
+    specs = {s.arm: s for s in plateau_specs(config)}
+    full, short = specs["vanilla"], specs["int-error-map-0.7T"]
+    assert short.steps == round(0.7 * full.steps) and specs["vanilla-0.7T"].steps == short.steps
+    assert (short.hold, short.decay_end, short.lr_final_ratio, short.lr) == (
+        full.hold,
+        full.decay_end,
+        full.lr_final_ratio,
+        full.lr,
+    )
+    assert lr_breaks(short) == tuple(round(0.7 * b) for b in lr_breaks(full))
+    assert ARMS["int-error-map-0.7T"].overrides == ARMS["int-error-map"].overrides
+    assert short.name != specs["vanilla-0.7T"].name != full.name
+
+
 def test_int_map_nerf_is_the_studys_error_map_arm() -> None:
     """The named method trains what the converged comparison measured as int-error-map."""
     from benchmarks.nerf_plateau import ARMS
