@@ -205,6 +205,10 @@ class PlateauConfig:
     lrs: Dict[str, float] = field(default_factory=dict)
     """train / report: these arms at these lrs instead of their tuned (or default) ones, e.g. ``--lrs vanilla 0.002
     int-error-map 0.002`` for a comparison at another shared lr (use its own --output-dir)."""
+    plateau_reference: Path | None = RESULTS_DIR / "nerf_plateau_long_tail.json"
+    """report: a results file whose finished vanilla runs were trained longer than ``steps``, to vanilla's plateau
+    (the long-tail study), as a second reference: each arm's final PSNR against that vanilla's final and its steps
+    to reach it, paired by scene and seed at vanilla's lr and rays (none when ``None``, missing, or ``--results``)."""
     until: int | None = None
     """train: stop every run, unfinished, at its first evaluation (= checkpoint) step at or after this step (a later
     call without it continues each run to the end)."""
@@ -678,10 +682,46 @@ def curve_arrays(record: Dict[str, Any], clock: str = "train_seconds") -> Tuple[
     )
 
 
+def plateau_reference_runs(config: PlateauConfig) -> Dict[Tuple[str, int], Dict[str, Any]]:
+    """(scene, seed) -> the longest finished vanilla run of ``config.plateau_reference`` trained longer than
+    ``config.steps`` (empty when there is no such file or it is ``config.results``)."""
+    path = config.plateau_reference
+    if path is None or not Path(path).is_file() or Path(path).resolve() == Path(config.results).resolve():
+        return {}
+    longest: Dict[Tuple[str, int], Dict[str, Any]] = {}
+    for run in json.loads(Path(path).read_text()).get("runs", []):
+        key = (run.get("scene"), run.get("seed"))
+        if run.get("arm") == "vanilla" and run.get("finished") and run.get("steps", 0) > config.steps:
+            if key not in longest or run["steps"] > longest[key]["steps"]:
+                longest[key] = run
+    return longest
+
+
+def versus_plateau(run: Dict[str, Any], base: Dict[str, Any], reference: Dict[str, Any] | None) -> Dict[str, Any]:
+    """One run against vanilla's plateau run ``reference`` of its scene and seed (same lr and rays as the shared
+    vanilla run ``base``): its final PSNR minus the reference's final, and its steps to that final over the
+    reference's own (steps only: the reference ran in other sessions, under other loads and thread counts)."""
+    if reference is None or (reference["lr"], reference["rays"]) != (base["lr"], base["rays"]):
+        return {}
+    target = reference["final_psnr"]
+    r_steps, _, r_psnr = curve_arrays(reference)
+    steps, _, psnr = curve_arrays(run)
+    reached, reference_reached = time_to_target(steps, psnr, target), time_to_target(r_steps, r_psnr, target)
+    return {
+        "plateau_vanilla_steps": reference["steps"],
+        "plateau_vanilla_final_psnr": target,
+        "final_minus_plateau_vanilla": run["final_psnr"] - target,
+        "steps_to_plateau_vanilla_final": reached,
+        "steps_ratio_to_plateau_vanilla_final": reached / reference_reached if reached is not None else None,
+    }
+
+
 def analyse(records: List[Dict[str, Any]], config: PlateauConfig) -> Dict[str, Any]:
     """Per scene and arm: final PSNR/SSIM, paired difference vs vanilla, time and steps to vanilla's final PSNR
-    (wall and CPU clocks), step time, plateau check of every run."""
+    (wall and CPU clocks), step time, plateau check of every run; and the same against vanilla's plateau runs of
+    ``config.plateau_reference`` where there are any (:func:`versus_plateau`)."""
     by = {(r["scene"], r["arm"], r["seed"]): r for r in records if r and r.get("finished")}
+    references = plateau_reference_runs(config)
     analysis: Dict[str, Any] = {}
     for scene in config.scenes:
         seeds = sorted({k[2] for k in by if k[0] == scene and k[1] == "vanilla"})
@@ -720,9 +760,22 @@ def analyse(records: List[Dict[str, Any]], config: PlateauConfig) -> Dict[str, A
                         ),
                         "rays_trained": run["curve"][-1]["rays_trained"],
                         "rays_scored": run["curve"][-1]["rays_scored"],
+                        **versus_plateau(run, base, references.get((scene, seed))),
                     }
                 )
             entry: Dict[str, Any] = {"per_seed": rows}
+            against_plateau = [r for r in rows if "plateau_vanilla_final_psnr" in r]
+            if against_plateau:
+                diff = reporting.paired_stats(
+                    [r["plateau_vanilla_final_psnr"] for r in against_plateau],
+                    [r["final_psnr"] for r in against_plateau],
+                )
+                diff["verdict"] = (
+                    reporting.verdict(diff["mean"], diff["std"], True, what=arm)
+                    if len(against_plateau) >= 2
+                    else "one seed: no verdict"
+                )
+                entry["final_psnr_minus_plateau_vanilla"] = diff
             if arm != "vanilla":
                 diff = reporting.paired_stats([r["vanilla_final_psnr"] for r in rows], [r["final_psnr"] for r in rows])
                 if len(rows) >= 2:
@@ -775,7 +828,33 @@ def report_table(analysis: Dict[str, Any]) -> str:
             "gain over last 20% (dB)",
         ]
         lines.append(f"### {scene}\n\n" + reporting.markdown_table(headers, rows))
+        lines += plateau_table(scene, arms)
     return "\n\n".join(lines)
+
+
+def plateau_table(scene: str, arms: Dict[str, Any]) -> List[str]:
+    """The table against vanilla's plateau runs (no lines when the analysis has none)."""
+    rows = []
+    for arm, entry in arms.items():
+        diff = entry.get("final_psnr_minus_plateau_vanilla")
+        if diff is None:
+            continue
+        seeds = [r for r in entry["per_seed"] if "plateau_vanilla_final_psnr" in r]
+        rows.append(
+            [
+                arm,
+                ", ".join(
+                    f"{r['plateau_vanilla_final_psnr']:.2f} (s{r['seed']}, {r['plateau_vanilla_steps']})" for r in seeds
+                ),
+                f"{fmt_pm(diff['mean'], diff['std'])} ({diff['verdict']})",
+                _cell_ratio(seeds, "steps_ratio_to_plateau_vanilla_final"),
+            ]
+        )
+    if not rows:
+        return []
+    headers = ["arm", "vanilla's plateau final (dB; seed, steps)", "vs it (paired, dB)", "steps to it"]
+    title = f"### {scene}: against vanilla trained to its plateau (`--plateau-reference`)"
+    return [f"{title}\n\n" + reporting.markdown_table(headers, rows)]
 
 
 def plot_curves(records: List[Dict[str, Any]], path: Path) -> None:
@@ -996,6 +1075,7 @@ def main(config: PlateauConfig) -> Dict[str, Any] | None:
             tune_steps=10,
             tune_scene="synthetic",
             results=config.output_dir / "nerf_plateau_quick.json",
+            plateau_reference=None,
         )
     unknown = [a for a in config.arms if a not in ARMS]
     if unknown:

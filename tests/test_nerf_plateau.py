@@ -164,3 +164,38 @@ def test_int_map_nerf_is_the_studys_error_map_arm() -> None:
     for key, value in arm.overrides.items():
         assert getattr(pipeline, key.removeprefix("pipeline.")) == value, key
     assert pipeline.model == inr_nerf.config.pipeline.model
+
+
+def test_arms_are_compared_with_vanillas_plateau_runs_of_a_reference_file(tmp_path: Path) -> None:
+    from benchmarks.nerf_plateau import PlateauConfig, analyse, report_table
+
+    def run(arm: str, seed: int, steps: int, psnrs: list, lr: float = 1e-3) -> dict:
+        every = steps // (len(psnrs) - 1)
+        zeros = {"train_seconds": 0.0, "cpu_seconds": 0.0, "rays_trained": 0, "rays_scored": 0}
+        curve = [{**zeros, "step": i * every, "psnr": p} for i, p in enumerate(psnrs)]
+        settings = {"scene": "mic", "arm": arm, "seed": seed, "steps": steps, "lr": lr, "rays": 256}
+        return {**settings, "finished": True, "final_psnr": psnrs[-1], "final_ssim": 0.9, "curve": curve}
+
+    records = [run("vanilla", s, 100, [10, 20, 30]) for s in (0, 1)] + [
+        run("int-x", s, 100, [10, 30, 32]) for s in (0, 1)
+    ]
+    reference = tmp_path / "long.json"
+    long_runs = [run("vanilla", 0, 200, [10, 20, 30, 31, 31]), run("vanilla", 1, 200, [10, 20, 30, 31, 31], lr=2e-3)]
+    reference.write_text(json.dumps({"runs": long_runs + [run("vanilla", 0, 100, [10, 20, 30])]}))
+    config = PlateauConfig(
+        arms=("vanilla", "int-x"), steps=100, plateau_reference=reference, results=tmp_path / "r.json"
+    )
+
+    analysis = analyse(records, config)["mic"]
+    seed0, seed1 = analysis["int-x"]["per_seed"]
+    # seed 0: the 200-step run reaches 31 dB at step 150; int-x at step 75 (interpolated between 30 and 32 dB)
+    assert seed0["plateau_vanilla_final_psnr"] == 31 and seed0["plateau_vanilla_steps"] == 200
+    assert seed0["final_minus_plateau_vanilla"] == 1 and seed0["steps_ratio_to_plateau_vanilla_final"] == 0.5
+    assert "plateau_vanilla_final_psnr" not in seed1, "a reference at another lr is no reference"
+    assert analysis["vanilla"]["per_seed"][0]["steps_ratio_to_plateau_vanilla_final"] is None
+    assert analysis["int-x"]["final_psnr_minus_plateau_vanilla"]["verdict"] == "one seed: no verdict"
+    assert "against vanilla trained to its plateau" in report_table({"mic": analysis})
+    assert (
+        "plateau_vanilla_final_psnr"
+        not in analyse(records, PlateauConfig(plateau_reference=None))["mic"]["vanilla"]["per_seed"][0]
+    )
