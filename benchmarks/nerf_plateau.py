@@ -673,6 +673,16 @@ def tune(config: PlateauConfig) -> None:
     train_all([spec for spec in tune_specs(config) if spec.arm not in restored], config)
 
 
+PSNR_TOLERANCE_DB = 1e-6
+"""A curve reaches a PSNR level within this: a run's final PSNR and its curve's last point are the same number
+summed in another order (they differ in the last digit), and a run must reach its own final."""
+
+
+def time_to_psnr(times: np.ndarray, psnr: np.ndarray, target: float) -> float | None:
+    """First clock value (interpolated) at which ``psnr`` reaches ``target`` (within :data:`PSNR_TOLERANCE_DB`)."""
+    return time_to_target(times, psnr, target - PSNR_TOLERANCE_DB)
+
+
 def curve_arrays(record: Dict[str, Any], clock: str = "train_seconds") -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     curve = record["curve"]
     return (
@@ -706,13 +716,13 @@ def versus_plateau(run: Dict[str, Any], base: Dict[str, Any], reference: Dict[st
     target = reference["final_psnr"]
     r_steps, _, r_psnr = curve_arrays(reference)
     steps, _, psnr = curve_arrays(run)
-    reached, reference_reached = time_to_target(steps, psnr, target), time_to_target(r_steps, r_psnr, target)
+    reached, reference_reached = time_to_psnr(steps, psnr, target), time_to_psnr(r_steps, r_psnr, target)
     return {
         "plateau_vanilla_steps": reference["steps"],
         "plateau_vanilla_final_psnr": target,
         "final_minus_plateau_vanilla": run["final_psnr"] - target,
         "steps_to_plateau_vanilla_final": reached,
-        "steps_ratio_to_plateau_vanilla_final": reached / reference_reached if reached is not None else None,
+        "steps_ratio_to_plateau_vanilla_final": reached / reference_reached if reached and reference_reached else None,
     }
 
 
@@ -748,15 +758,15 @@ def analyse(records: List[Dict[str, Any]], config: PlateauConfig) -> Dict[str, A
                         "plateau_gain_db": plateau_gain(steps, psnr),
                         "seconds_per_step": wall[-1] / steps[-1],
                         "cpu_seconds_per_step": cpu[-1] / steps[-1],
-                        "steps_to_vanilla_final": time_to_target(steps, psnr, target),
+                        "steps_to_vanilla_final": time_to_psnr(steps, psnr, target),
                         "steps_ratio_to_vanilla_final": ratio(
-                            time_to_target(steps, psnr, target), time_to_target(b_steps, b_psnr, target)
+                            time_to_psnr(steps, psnr, target), time_to_psnr(b_steps, b_psnr, target)
                         ),
                         "time_ratio_to_vanilla_final": ratio(
-                            time_to_target(wall, psnr, target), time_to_target(b_wall, b_psnr, target)
+                            time_to_psnr(wall, psnr, target), time_to_psnr(b_wall, b_psnr, target)
                         ),
                         "cpu_ratio_to_vanilla_final": ratio(
-                            time_to_target(cpu, psnr, target), time_to_target(b_cpu, b_psnr, target)
+                            time_to_psnr(cpu, psnr, target), time_to_psnr(b_cpu, b_psnr, target)
                         ),
                         "rays_trained": run["curve"][-1]["rays_trained"],
                         "rays_scored": run["curve"][-1]["rays_scored"],
