@@ -808,6 +808,8 @@ def _cell_ratio(rows: Sequence[Dict[str, Any]], key: str) -> str:
 def report_table(analysis: Dict[str, Any]) -> str:
     lines = []
     for scene, arms in analysis.items():
+        if not arms:  # no finished run of this scene yet (its curves are in the results' unfinished runs)
+            continue
         rows = []
         for arm, entry in arms.items():
             seeds = entry["per_seed"]
