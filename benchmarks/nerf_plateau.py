@@ -678,6 +678,11 @@ PSNR_TOLERANCE_DB = 1e-6
 summed in another order (they differ in the last digit), and a run must reach its own final."""
 
 
+def ratio_of_times(time: float | None, baseline: float | None) -> float | None:
+    """``time / baseline``, or None when either never reached the level."""
+    return time / baseline if time is not None and baseline else None
+
+
 def time_to_psnr(times: np.ndarray, psnr: np.ndarray, target: float) -> float | None:
     """First clock value (interpolated) at which ``psnr`` reaches ``target`` (within :data:`PSNR_TOLERANCE_DB`)."""
     return time_to_target(times, psnr, target - PSNR_TOLERANCE_DB)
@@ -722,8 +727,19 @@ def versus_plateau(run: Dict[str, Any], base: Dict[str, Any], reference: Dict[st
         "plateau_vanilla_final_psnr": target,
         "final_minus_plateau_vanilla": run["final_psnr"] - target,
         "steps_to_plateau_vanilla_final": reached,
-        "steps_ratio_to_plateau_vanilla_final": reached / reference_reached if reached and reference_reached else None,
+        "steps_ratio_to_plateau_vanilla_final": ratio_of_times(reached, reference_reached),
     }
+
+
+def final_difference(rows: Sequence[Dict[str, Any]], baseline_key: str, arm: str) -> Dict[str, Any]:
+    """Paired final-PSNR difference (``final_psnr`` minus ``row[baseline_key]``, one row per seed) with the
+    protocol's verdict (none for one seed)."""
+    diff = reporting.paired_stats([r[baseline_key] for r in rows], [r["final_psnr"] for r in rows])
+    if len(rows) >= 2:
+        diff["verdict"] = reporting.verdict(diff["mean"], diff["std"], True, what=arm)
+    else:
+        diff["verdict"] = "one seed: no verdict"
+    return diff
 
 
 def analyse(records: List[Dict[str, Any]], config: PlateauConfig) -> Dict[str, Any]:
@@ -748,7 +764,6 @@ def analyse(records: List[Dict[str, Any]], config: PlateauConfig) -> Dict[str, A
                 _, b_cpu, _ = curve_arrays(base, "cpu_seconds")
                 steps, wall, psnr = curve_arrays(run)
                 _, cpu, _ = curve_arrays(run, "cpu_seconds")
-                ratio = lambda t, b: (t / b) if t is not None and b else None  # noqa: E731
                 rows.append(
                     {
                         "seed": seed,
@@ -759,13 +774,13 @@ def analyse(records: List[Dict[str, Any]], config: PlateauConfig) -> Dict[str, A
                         "seconds_per_step": wall[-1] / steps[-1],
                         "cpu_seconds_per_step": cpu[-1] / steps[-1],
                         "steps_to_vanilla_final": time_to_psnr(steps, psnr, target),
-                        "steps_ratio_to_vanilla_final": ratio(
+                        "steps_ratio_to_vanilla_final": ratio_of_times(
                             time_to_psnr(steps, psnr, target), time_to_psnr(b_steps, b_psnr, target)
                         ),
-                        "time_ratio_to_vanilla_final": ratio(
+                        "time_ratio_to_vanilla_final": ratio_of_times(
                             time_to_psnr(wall, psnr, target), time_to_psnr(b_wall, b_psnr, target)
                         ),
-                        "cpu_ratio_to_vanilla_final": ratio(
+                        "cpu_ratio_to_vanilla_final": ratio_of_times(
                             time_to_psnr(cpu, psnr, target), time_to_psnr(b_cpu, b_psnr, target)
                         ),
                         "rays_trained": run["curve"][-1]["rays_trained"],
@@ -776,23 +791,11 @@ def analyse(records: List[Dict[str, Any]], config: PlateauConfig) -> Dict[str, A
             entry: Dict[str, Any] = {"per_seed": rows}
             against_plateau = [r for r in rows if "plateau_vanilla_final_psnr" in r]
             if against_plateau:
-                diff = reporting.paired_stats(
-                    [r["plateau_vanilla_final_psnr"] for r in against_plateau],
-                    [r["final_psnr"] for r in against_plateau],
+                entry["final_psnr_minus_plateau_vanilla"] = final_difference(
+                    against_plateau, "plateau_vanilla_final_psnr", arm
                 )
-                diff["verdict"] = (
-                    reporting.verdict(diff["mean"], diff["std"], True, what=arm)
-                    if len(against_plateau) >= 2
-                    else "one seed: no verdict"
-                )
-                entry["final_psnr_minus_plateau_vanilla"] = diff
             if arm != "vanilla":
-                diff = reporting.paired_stats([r["vanilla_final_psnr"] for r in rows], [r["final_psnr"] for r in rows])
-                if len(rows) >= 2:
-                    diff["verdict"] = reporting.verdict(diff["mean"], diff["std"], True, what=arm)
-                else:
-                    diff["verdict"] = "one seed: no verdict"
-                entry["final_psnr_minus_vanilla"] = diff
+                entry["final_psnr_minus_vanilla"] = final_difference(rows, "vanilla_final_psnr", arm)
             scene_out[arm] = entry
         analysis[scene] = scene_out
     return analysis
