@@ -217,18 +217,6 @@ class PlateauConfig:
 
 
 # ------------------------------------------------------------------------------------------------------ runs
-def git_commit() -> str:
-    """The commit of the working tree (with ``+dirty`` when it has uncommitted changes to tracked files)."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short=10", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "nerf_inr_methods"], cwd=ROOT).returncode
-        return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 @dataclass(frozen=True)
 class RunSpec:
     """Everything that defines one training run; its hash names the run folder's settings."""
@@ -455,12 +443,13 @@ def train_run(spec: RunSpec, output_dir: Path, threads: int = 1, until: int | No
             **dataclasses.asdict(spec),
             "method": ARMS[spec.arm].method,
             "overrides": {k: repr(v) for k, v in ARMS[spec.arm].overrides.items()},
-            "commit": git_commit(),
+            "commit": reporting.git_commit(),
             "segments": [],
             "curve": [],
             "finished": False,
         }
-    record["segments"].append({"commit": git_commit(), "start_step": resume_step or 0, "started": time.time()})
+    segment = {"commit": reporting.git_commit(), "start_step": resume_step or 0, "started": time.time()}
+    record["segments"].append(segment)
     with own_event_writers():
         _set_random_seed(spec.seed + (resume_step or 0))
         config.save_config()

@@ -7,7 +7,7 @@
 - :func:`fmt_pm`, :func:`markdown_table`: printing.
 - :func:`to_strict_json`, :func:`write_json`: JSON files every parser reads (non-finite floats as null, paths as
   strings, numpy/torch values as numbers), written atomically (:func:`atomic_target`, also used for meshes and
-  checkpoints); :func:`environment_info`, :func:`command_line`: what to keep next to timings.
+  checkpoints); :func:`environment_info`, :func:`command_line`, :func:`git_commit`: what to keep next to timings.
 
 Plain Python (numpy and torch only where a value is one); no nerfstudio import.
 
@@ -24,6 +24,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -268,12 +269,31 @@ def environment_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
+        "commit": git_commit(),
     }
     try:
         info["loadavg_1_5_15"] = list(os.getloadavg())
     except OSError:
         pass
     return info
+
+
+def git_commit(paths: Sequence[str] = ("nerf_inr_methods", "benchmarks")) -> str:
+    """The commit of this package's checkout (``+dirty`` when ``paths`` have uncommitted changes), or ``unknown``.
+
+    Example: ``"bd77107a1c"``, ``"bd77107a1c+dirty"``; ``"unknown"`` outside a git checkout (an installed wheel).
+    """
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "pyproject.toml").is_file():
+        return "unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=10", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", *paths], cwd=root, capture_output=True)
+        return commit + ("+dirty" if dirty.returncode else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def command_line() -> str:

@@ -121,6 +121,15 @@ def test_strict_json_files(tmp_path: Path) -> None:
         reporting.to_strict_json({"x": object()})
 
 
+def test_every_benchmark_result_names_the_commit_it_ran_at() -> None:
+    """environment_info carries the checkout's commit (short hash, ``+dirty`` with uncommitted package changes)."""
+    import re
+
+    commit = reporting.environment_info()["commit"]
+    assert commit == "unknown" or re.fullmatch(r"[0-9a-f]{10}(\+dirty)?", commit), commit
+    assert reporting.git_commit(paths=("no-such-folder",)) in (commit.removesuffix("+dirty"), "unknown")
+
+
 def test_events_of_a_later_in_process_training_are_ignored(tmp_path: Path) -> None:
     """nerfstudio's writers are process-wide: a second training in the process also writes to the first's file."""
     from torch.utils.tensorboard import SummaryWriter
