@@ -437,19 +437,19 @@ def train_run(spec: RunSpec, output_dir: Path, threads: int = 1, until: int | No
             resume_step = last_step
             config.load_dir = run_dir / "nerfstudio_models"
             config.load_step = last_step - 1
+    commit = reporting.git_commit()
     if resume_step is None:
         record = {
             "key": spec.key(),
             **dataclasses.asdict(spec),
             "method": ARMS[spec.arm].method,
             "overrides": {k: repr(v) for k, v in ARMS[spec.arm].overrides.items()},
-            "commit": reporting.git_commit(),
+            "commit": commit,
             "segments": [],
             "curve": [],
             "finished": False,
         }
-    segment = {"commit": reporting.git_commit(), "start_step": resume_step or 0, "started": time.time()}
-    record["segments"].append(segment)
+    record["segments"].append({"commit": commit, "start_step": resume_step or 0, "started": time.time()})
     with own_event_writers():
         _set_random_seed(spec.seed + (resume_step or 0))
         config.save_config()
@@ -753,6 +753,7 @@ def analyse(records: List[Dict[str, Any]], config: PlateauConfig) -> Dict[str, A
                 _, b_cpu, _ = curve_arrays(base, "cpu_seconds")
                 steps, wall, psnr = curve_arrays(run)
                 _, cpu, _ = curve_arrays(run, "cpu_seconds")
+                steps_reached = time_to_psnr(steps, psnr, target)
                 rows.append(
                     {
                         "seed": seed,
@@ -762,9 +763,9 @@ def analyse(records: List[Dict[str, Any]], config: PlateauConfig) -> Dict[str, A
                         "plateau_gain_db": plateau_gain(steps, psnr),
                         "seconds_per_step": wall[-1] / steps[-1],
                         "cpu_seconds_per_step": cpu[-1] / steps[-1],
-                        "steps_to_vanilla_final": time_to_psnr(steps, psnr, target),
+                        "steps_to_vanilla_final": steps_reached,
                         "steps_ratio_to_vanilla_final": ratio_of_times(
-                            time_to_psnr(steps, psnr, target), time_to_psnr(b_steps, b_psnr, target)
+                            steps_reached, time_to_psnr(b_steps, b_psnr, target)
                         ),
                         "time_ratio_to_vanilla_final": ratio_of_times(
                             time_to_psnr(wall, psnr, target), time_to_psnr(b_wall, b_psnr, target)
