@@ -135,6 +135,13 @@ ARMS: Dict[str, Arm] = {
         lr_from="int-error-map",
         steps_scale=0.7,
     ),
+    # the error map with alpha = 1 (after the warm-up): importance-weighted, so the expected gradient is uniform
+    # sampling's (on fern the default alpha 0.6 under-trained smooth regions: -0.3 to -0.6 dB there at the plateau)
+    "int-error-map-unbiased": Arm(
+        "inr-nerf",
+        {**_INT, **_FULL_BATCH_FROM_4, "pipeline.int_sampler": "error-map", "pipeline.int_alpha": 1.0},
+        lr_from="int-error-map",
+    ),
     "int-two-forward": Arm(
         "inr-nerf",
         {**_INT, "pipeline.int_sampler": "two-forward", "pipeline.int_ratio_kind": "constant", "pipeline.int_r0": 0.5},
