@@ -727,6 +727,59 @@ def versus_plateau(run: Dict[str, Any], base: Dict[str, Any], reference: Dict[st
     }
 
 
+TEXTURE_BANDS = 5
+"""psnr_by_texture: the views' pixels split into this many equal-count bands of ground-truth texture."""
+
+
+def psnr_by_texture(run: Dict[str, Any], base: Dict[str, Any], window: int = 5) -> List[Dict[str, float]] | None:
+    """Where ``run`` gains or loses against ``base`` (vanilla, same scene and seed): the PSNR of both runs' final
+    renders in bands of the ground truth's local texture, from smooth to textured.
+
+    Texture is the gradient magnitude of the ground truth's grey image, box-filtered over ``window`` pixels; the
+    pixels of all saved views are ranked by it and split into :data:`TEXTURE_BANDS` bands of equal count (ranks, not
+    values: a flat background has many equal values). Error-driven sampling trades one kind of region for the other.
+
+    Returns:
+        One entry per band, smooth first: ``texture`` (the band's mean texture, per pixel), ``vanilla_psnr`` and
+        ``psnr`` (dB over the band's pixels), ``gain_db`` (their difference); None when either run folder or its
+        renders are not on this machine.
+    """
+    import imageio.v3 as iio
+    from scipy.ndimage import uniform_filter
+
+    if not (has_run_folder(run) and has_run_folder(base)):
+        return None
+    run_renders, base_renders = (Path(r["config"]).parent / "renders" for r in (run, base))
+    truths = sorted(base_renders.glob("*_gt.png"))
+    if not truths or not all((run_renders / t.name.replace("_gt", "")).is_file() for t in truths):
+        return None
+    texture, base_error, run_error = [], [], []
+    for truth_path in truths:
+        view = truth_path.name.replace("_gt", "")
+        truth, base_image, run_image = (
+            iio.imread(path)[..., :3].astype(np.float64) / 255.0
+            for path in (truth_path, base_renders / view, run_renders / view)
+        )
+        grad_rows, grad_cols = np.gradient(truth.mean(-1))
+        texture.append(np.maximum(uniform_filter(np.hypot(grad_rows, grad_cols), window), 0.0).ravel())
+        base_error.append(((base_image - truth) ** 2).mean(-1).ravel())
+        run_error.append(((run_image - truth) ** 2).mean(-1).ravel())
+    order = np.argsort(np.concatenate(texture), kind="stable")
+    bands = []
+    for band in np.array_split(order, TEXTURE_BANDS):
+        base_mse, run_mse = (float(np.concatenate(e)[band].mean()) for e in (base_error, run_error))
+        base_psnr, run_psnr = (-10.0 * np.log10(max(m, 1e-12)) for m in (base_mse, run_mse))
+        bands.append(
+            {
+                "texture": float(np.concatenate(texture)[band].mean()),
+                "vanilla_psnr": base_psnr,
+                "psnr": run_psnr,
+                "gain_db": run_psnr - base_psnr,
+            }
+        )
+    return bands
+
+
 def final_difference(rows: Sequence[Dict[str, Any]], baseline_key: str, arm: str) -> Dict[str, Any]:
     """Paired final-PSNR difference (``final_psnr`` minus ``row[baseline_key]``, one row per seed) with the
     protocol's verdict (none for one seed)."""
@@ -785,6 +838,8 @@ def analyse(records: List[Dict[str, Any]], config: PlateauConfig) -> Dict[str, A
                         **versus_plateau(run, base, references.get((scene, seed))),
                     }
                 )
+                if arm != "vanilla":
+                    rows[-1]["psnr_by_texture"] = psnr_by_texture(run, base)
             entry: Dict[str, Any] = {"per_seed": rows}
             against_plateau = [r for r in rows if "plateau_vanilla_final_psnr" in r]
             if against_plateau:

@@ -203,3 +203,31 @@ def test_arms_are_compared_with_vanillas_plateau_runs_of_a_reference_file(tmp_pa
         "plateau_vanilla_final_psnr"
         not in analyse(records, PlateauConfig(plateau_reference=None))["mic"]["vanilla"]["per_seed"][0]
     )
+
+
+def test_psnr_by_texture_locates_a_gain_in_the_textured_half(tmp_path: Path) -> None:
+    """A run that is better than vanilla on the striped half of a view gains in the textured bands only."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    from benchmarks.nerf_plateau import TEXTURE_BANDS, psnr_by_texture
+
+    truth = np.full((40, 40, 3), 128, np.uint8)
+    truth[:, 20:] = np.where((np.arange(20) // 2 % 2 == 0)[None, :, None], 40, 220)  # stripes on the right half
+    rng = np.random.default_rng(0)
+    noise = rng.integers(-6, 7, truth.shape)
+    records = {}
+    for name, right_noise in (("vanilla", 6), ("run", 2)):
+        run_dir = tmp_path / name
+        (run_dir / "renders").mkdir(parents=True)
+        (run_dir / "config.yml").write_text("")
+        render = truth.astype(int) + np.sign(noise) * 3
+        render[:, 20:] = truth[:, 20:].astype(int) + np.sign(noise[:, 20:]) * right_noise
+        iio.imwrite(run_dir / "renders" / "test_000.png", np.clip(render, 0, 255).astype(np.uint8))
+        iio.imwrite(run_dir / "renders" / "test_000_gt.png", truth)
+        records[name] = {"config": str(run_dir / "config.yml")}
+    bands = psnr_by_texture(records["run"], records["vanilla"])
+    assert bands is not None and len(bands) == TEXTURE_BANDS
+    assert [b["texture"] for b in bands] == sorted(b["texture"] for b in bands)
+    assert abs(bands[0]["gain_db"]) < 1e-9 and bands[-1]["gain_db"] > 5.0
+    assert psnr_by_texture({"config": str(tmp_path / "missing" / "config.yml")}, records["vanilla"]) is None
