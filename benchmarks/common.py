@@ -43,8 +43,8 @@ from torch import Tensor
 from nerf_inr_methods.reporting import (
     NOT_RESOLVABLE,
     command_line,
-    environment_info,
     fmt_pm,
+    git_commit,
     markdown_table,
     mean_std,
     paired_stats,
@@ -53,6 +53,7 @@ from nerf_inr_methods.reporting import (
     verdict,
     write_json,
 )
+from nerf_inr_methods.reporting import environment_info as _machine_info
 
 __all__ = [
     "NOT_RESOLVABLE",
@@ -144,6 +145,16 @@ def parse(config_class: type[Options], argv: Sequence[str] | None = None, descri
     options = tyro.cli(config_class, args=argv, description=description).resolved()
     options.use_threads()
     return options
+
+
+COMMIT_AT_START = git_commit()
+"""The commit of the code this benchmark process runs, read when it starts (on import): a long benchmark must not be
+tagged with a commit made while it ran (a JSON written at the end used to name the commit current then)."""
+
+
+def environment_info() -> dict[str, Any]:
+    """Machine facts (:func:`nerf_inr_methods.reporting.environment_info`) with ``commit`` = :data:`COMMIT_AT_START`."""
+    return {**_machine_info(), "commit": COMMIT_AT_START}
 
 
 def log(message: str) -> None:

@@ -58,3 +58,12 @@ def test_lr_search_extends_its_grid_while_the_best_is_on_an_edge() -> None:
     assert [round(lr, 6) for lr in tried] == [0.01, 0.03, 0.1, 0.3, 0.9]
     assert list(scores) == sorted(scores) and len(scores) == 5
     assert list(search_lr(score, (0.3, 1.0, 3.0), max_extensions=2)) == [0.3, 1.0, 3.0]  # inside: done
+
+
+def test_a_benchmark_json_names_the_commit_it_started_at(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit made while a long benchmark runs is not the one its results name (read once, when it starts)."""
+    from benchmarks import common
+    from nerf_inr_methods import reporting
+
+    monkeypatch.setattr(reporting, "git_commit", lambda *args, **kwargs: "made-later")
+    assert common.environment_info()["commit"] == common.COMMIT_AT_START != "made-later"
