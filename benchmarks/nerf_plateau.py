@@ -355,7 +355,7 @@ def finished_record(spec: RunSpec, config: PlateauConfig, recorded: Dict[str, Di
 
 def has_run_folder(record: Dict[str, Any]) -> bool:
     """Whether ``record``'s run folder (config, checkpoint, renders) is on this machine."""
-    return "restored_from" not in record and Path(record["config"]).is_file()
+    return "restored_from" not in record and bool(record.get("config")) and Path(record["config"]).is_file()
 
 
 def lr_breaks(spec: RunSpec) -> Tuple[int, int]:
