@@ -747,6 +747,8 @@ def psnr_by_texture(run: Dict[str, Any], base: Dict[str, Any], window: int = 5) 
     import imageio.v3 as iio
     from scipy.ndimage import uniform_filter
 
+    from nerf_inr_methods.coordfit import psnr_from_mse
+
     if not (has_run_folder(run) and has_run_folder(base)):
         return None
     run_renders, base_renders = (Path(r["config"]).parent / "renders" for r in (run, base))
@@ -764,14 +766,14 @@ def psnr_by_texture(run: Dict[str, Any], base: Dict[str, Any], window: int = 5) 
         texture.append(np.maximum(uniform_filter(np.hypot(grad_rows, grad_cols), window), 0.0).ravel())
         base_error.append(((base_image - truth) ** 2).mean(-1).ravel())
         run_error.append(((run_image - truth) ** 2).mean(-1).ravel())
-    order = np.argsort(np.concatenate(texture), kind="stable")
+    texture_all, base_all, run_all = (np.concatenate(v) for v in (texture, base_error, run_error))
     bands = []
-    for band in np.array_split(order, TEXTURE_BANDS):
-        base_mse, run_mse = (float(np.concatenate(e)[band].mean()) for e in (base_error, run_error))
-        base_psnr, run_psnr = (-10.0 * np.log10(max(m, 1e-12)) for m in (base_mse, run_mse))
+    for band in np.array_split(np.argsort(texture_all, kind="stable"), TEXTURE_BANDS):
+        # exact bands (a background both render perfectly) get 120 dB, not inf: the JSON stays finite
+        base_psnr, run_psnr = (psnr_from_mse(max(float(e[band].mean()), 1e-12)) for e in (base_all, run_all))
         bands.append(
             {
-                "texture": float(np.concatenate(texture)[band].mean()),
+                "texture": float(texture_all[band].mean()),
                 "vanilla_psnr": base_psnr,
                 "psnr": run_psnr,
                 "gain_db": run_psnr - base_psnr,
