@@ -142,6 +142,13 @@ ARMS: Dict[str, Arm] = {
         {**_INT, **_FULL_BATCH_FROM_4, "pipeline.int_sampler": "error-map", "pipeline.int_alpha": 1.0},
         lr_from="int-error-map",
     ),
+    # the error map drawing by sqrt(error) (error_power 0.5): a flatter distribution over regions that are learnt but
+    # not solved (fern's smooth fifths have ~4x less L1 error than its leaves, not ~0 as mic's background)
+    "int-error-map-sqrt": Arm(
+        "inr-nerf",
+        {**_INT, **_FULL_BATCH_FROM_4, "pipeline.int_sampler": "error-map", "pipeline.int_error_power": 0.5},
+        lr_from="int-error-map",
+    ),
     "int-two-forward": Arm(
         "inr-nerf",
         {**_INT, "pipeline.int_sampler": "two-forward", "pipeline.int_ratio_kind": "constant", "pipeline.int_r0": 0.5},
