@@ -800,10 +800,21 @@ def final_difference(rows: Sequence[Dict[str, Any]], baseline_key: str, arm: str
     return diff
 
 
-def analyse(records: List[Dict[str, Any]], config: PlateauConfig) -> Dict[str, Any]:
+def recorded_texture_bands(previous: Dict[str, Any], scene: str, arm: str, seed: int) -> List[Dict[str, float]] | None:
+    """``psnr_by_texture`` of (scene, arm, seed) in the ``analysis`` of an earlier results file ``previous``."""
+    rows = previous.get("analysis", {}).get(scene, {}).get(arm, {}).get("per_seed", [])
+    return next((r.get("psnr_by_texture") for r in rows if r.get("seed") == seed), None)
+
+
+def analyse(
+    records: List[Dict[str, Any]], config: PlateauConfig, previous: Dict[str, Any] | None = None
+) -> Dict[str, Any]:
     """Per scene and arm: final PSNR/SSIM, paired difference vs vanilla, time and steps to vanilla's final PSNR
     (wall and CPU clocks), step time, plateau check of every run; and the same against vanilla's plateau runs of
-    ``config.plateau_reference`` where there are any (:func:`versus_plateau`)."""
+    ``config.plateau_reference`` where there are any (:func:`versus_plateau`).
+
+    ``previous`` (the results file being replaced) supplies ``psnr_by_texture`` where a run and its vanilla were
+    both restored from it (their renders are not on this machine: the bands were measured from the same runs)."""
     by = {(r["scene"], r["arm"], r["seed"]): r for r in records if r and r.get("finished")}
     references = plateau_reference_runs(config)
     analysis: Dict[str, Any] = {}
@@ -848,7 +859,10 @@ def analyse(records: List[Dict[str, Any]], config: PlateauConfig) -> Dict[str, A
                     }
                 )
                 if arm != "vanilla":
-                    rows[-1]["psnr_by_texture"] = psnr_by_texture(run, base)
+                    bands = psnr_by_texture(run, base)
+                    if bands is None and previous and "restored_from" in run and "restored_from" in base:
+                        bands = recorded_texture_bands(previous, scene, arm, seed)
+                    rows[-1]["psnr_by_texture"] = bands
             entry: Dict[str, Any] = {"per_seed": rows}
             against_plateau = [r for r in rows if "plateau_vanilla_final_psnr" in r]
             if against_plateau:
@@ -1082,14 +1096,23 @@ def mesh_views(
 
 def report(config: PlateauConfig) -> Dict[str, Any]:
     specs = plateau_specs(config)
+    previous = json.loads(config.results.read_text()) if config.results.is_file() else {}
     recorded = recorded_runs(config.results)
     found = (finished_record(s, config, recorded) or load_record(s, config.output_dir) for s in specs)
     started = [r for r in found if r]
     records = [r for r in started if r.get("finished")]
-    restored = [r["arm"] + f" s{r['seed']} ({r['scene']})" for r in records if "restored_from" in r]
+    # an unfinished run whose folder is not here (a fresh checkout) keeps its partial curve in the results
+    here = {r["key"] for r in started}
+    wanted = {s.key() for s in specs}
+    started += [
+        {**r, "restored_from": r.get("restored_from", config.results.name)}
+        for r in previous.get("unfinished_runs", [])
+        if r.get("key") in wanted and r["key"] not in here
+    ]
+    restored = [r["arm"] + f" s{r['seed']} ({r['scene']})" for r in started if "restored_from" in r]
     if restored:
         print(f"runs whose folders are not here, taken from {config.results.name}: {', '.join(restored)}")
-    analysis = analyse(records, config)
+    analysis = analyse(records, config, previous)
     table = report_table(analysis)
     stem = config.results.with_suffix("")
     plot_curves(records, Path(f"{stem}_psnr_vs_time.png")) if records else None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -33,18 +35,33 @@ def test_quick_run_writes_every_curve_and_reuses_finished_runs(tmp_path: Path, t
     assert [r["curve"] for r in again["runs"]] == [r["curve"] for r in payload["runs"]]
 
     # A fresh checkout has the results file but not the run folders: its runs and lr grids stand in for them
-    # (reported, not trained again) and the pictures drawn from the folders are kept.
-    import shutil
-
+    # (reported, not trained again), and so do the pictures and texture bands made from the folders.
+    bands = payload["analysis"]["synthetic"]["iga"]["per_seed"][0]["psnr_by_texture"]
+    assert bands and len(bands) == 5
+    results_path = tmp_path / "out" / "nerf_plateau_quick.json"
+    full = results_path.read_text()
     shutil.rmtree(tmp_path / "out" / "runs")
     picture = tmp_path / "out" / "nerf_plateau_quick_synthetic_test_views.png"
     drawn = picture.read_bytes()
+
+    # a run stopped halfway (--until) whose folder is gone: the report keeps its partial curve
+    iga = next(r for r in results["runs"] if r["arm"] == "iga")
+    partial = {**iga, "finished": False, "curve": iga["curve"][:2]}
+    finished = [r for r in results["runs"] if r is not iga]
+    results_path.write_text(json.dumps({**results, "runs": finished, "unfinished_runs": [partial]}))
+    main(dataclasses.replace(config, stage="report"))
+    kept = json.loads(results_path.read_text())
+    assert [r["curve"] for r in kept["unfinished_runs"]] == [partial["curve"]]
+    assert kept["unfinished_runs"][0]["restored_from"] == "nerf_plateau_quick.json"
+
+    results_path.write_text(full)
     restored = main(config)
     assert not (tmp_path / "out" / "runs").exists(), "nothing was trained"
     assert [r["curve"] for r in restored["runs"]] == [r["curve"] for r in payload["runs"]]
     assert all(r["restored_from"] == "nerf_plateau_quick.json" for r in restored["runs"])
     assert {arm: t["lr"] for arm, t in restored["tuning"].items()} == {a: t["lr"] for a, t in payload["tuning"].items()}
     assert picture.read_bytes() == drawn
+    assert restored["analysis"]["synthetic"]["iga"]["per_seed"][0]["psnr_by_texture"] == bands
 
 
 def _tiny_spec(tiny_scene: Path, arm: str, steps: int, eval_every: int):
