@@ -45,3 +45,25 @@ def test_int_samplers_cli_help() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     for flag in ("--quick", "--arms", "--seeds", "--results-dir", "--alpha"):
         assert flag in result.stdout
+
+
+def test_the_best_sampler_is_one_that_meets_the_target_when_a_faster_one_does_not() -> None:
+    from benchmarks.int_samplers import SamplersConfig, verdict_line
+
+    def arm(ratio: float | None, vs_random: tuple[float, float]) -> dict:
+        entry = {"reached": 3, "psnr_minus_random": {"mean": vs_random[0], "std": vs_random[1], "n": 3}}
+        if ratio is not None:
+            entry.update(time_ratio_mean=ratio, time_ratio_std=0.05)
+        return entry
+
+    per = {
+        "uniform": arm(1.0, (0.04, 0.01)),
+        "random": arm(None, (0.0, 0.0)),
+        "soft": arm(0.54, (0.09, 0.01)),  # meets both parts
+        "error-map": arm(0.41, (0.10, 0.07)),  # faster, but its margin over random is not resolvable
+    }
+    config = SamplersConfig(arms=("uniform", "random", "soft", "error-map"))
+    text, best, met = verdict_line({"per_arm": per}, config)
+    assert (best, met) == ("soft", True) and text.startswith("best soft: target")
+    per["soft"]["psnr_minus_random"]["std"] = 0.07
+    assert verdict_line({"per_arm": per}, config)[1:] == ("error-map", False)
