@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -414,14 +413,8 @@ def adopt_prefix_run(spec: RunSpec, output_dir: Path) -> Dict[str, Any] | None:
     shutil.copy2(checkpoint, new_dir / "nerfstudio_models" / checkpoint.name)
     record = {k: v for k, v in old.items() if not k.startswith("final") and k not in ("config", "mesh")}
     record.update(dataclasses.asdict(spec), key=spec.key(), finished=False, adopted_from=prefix.name)
-    _write_json_atomic(new_dir / "run.json", record)
+    reporting.write_json(record, new_dir / "run.json")
     return record
-
-
-def _write_json_atomic(path: Path, payload: Dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
 
 
 def train_run(spec: RunSpec, output_dir: Path, threads: int = 1, until: int | None = None) -> Dict[str, Any]:
@@ -491,7 +484,7 @@ def train_run(spec: RunSpec, output_dir: Path, threads: int = 1, until: int | No
                 record["curve"].append(_point(done, wall, cpu, rays_trained, rays_scored, result))
                 trainer.save_checkpoint(step)
                 record["segments"][-1]["end_step"] = done
-                _write_json_atomic(run_dir / "run.json", record)
+                reporting.write_json(record, run_dir / "run.json")
                 print(
                     f"  [{spec.name}] step {done}/{spec.last_step} {wall:7.0f} s  PSNR {result['psnr']:.2f}", flush=True
                 )
@@ -504,7 +497,7 @@ def train_run(spec: RunSpec, output_dir: Path, threads: int = 1, until: int | No
     record.update(final)
     record["finished"] = True
     record["config"] = str(run_dir / "config.yml")
-    _write_json_atomic(run_dir / "run.json", record)
+    reporting.write_json(record, run_dir / "run.json")
     return record
 
 
@@ -1048,7 +1041,7 @@ def mesh_run(record: Dict[str, Any]) -> Dict[str, Any]:
             faces=len(mesh.faces),
             inside_scene_box=bool(np.all(np.abs(mesh.vertices) <= 1.5 + 1e-3)),
         )
-    _write_json_atomic(cache, out)
+    reporting.write_json(out, cache)
     return out
 
 
@@ -1154,8 +1147,7 @@ def report(config: PlateauConfig) -> Dict[str, Any]:
         "table": table,
         "summary_line": f"SUMMARY nerf_plateau: {summary}",
     }
-    config.results.parent.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(config.results, payload)
+    reporting.write_json(payload, config.results)
     Path(f"{stem}.md").write_text(table + "\n")
     print(table)
     print(payload["summary_line"])
