@@ -151,6 +151,20 @@ def test_lrs_flag_sets_an_arms_lr(tmp_path: Path) -> None:
         main(PlateauConfig(arms=("vanilla",), lrs={"iga": 1e-3}, output_dir=tmp_path))
 
 
+def test_paired_scenes_train_every_seed_and_the_others_the_first(tmp_path: Path) -> None:
+    from benchmarks.nerf_plateau import PlateauConfig, main, plateau_specs
+
+    def seeds(**kwargs) -> dict:
+        config = PlateauConfig(scenes=("mic", "fern"), arms=("vanilla",), seeds=(0, 1), output_dir=tmp_path, **kwargs)
+        specs = plateau_specs(config)
+        return {scene: sorted(s.seed for s in specs if s.scene == scene) for scene in ("mic", "fern")}
+
+    assert seeds() == {"mic": [0, 1], "fern": [0]}
+    assert seeds(paired_scenes=("mic", "fern")) == {"mic": [0, 1], "fern": [0, 1]}
+    with pytest.raises(ValueError, match="--paired-scenes"):
+        main(PlateauConfig(arms=("vanilla",), paired_scenes=("lego",), output_dir=tmp_path))
+
+
 def test_shorter_schedule_arms_keep_the_schedules_shape(tmp_path: Path) -> None:
     """int-error-map-0.7T trains 70% of the steps, with the hold, decay end and final lr at the same fractions."""
     from benchmarks.nerf_plateau import ARMS, PlateauConfig, lr_breaks, plateau_specs
