@@ -1179,12 +1179,11 @@ def main(config: PlateauConfig) -> Dict[str, Any] | None:
         raise ValueError(f"--lrs: expected arms of --arms with lrs > 0, got {bad_lrs}")
     if "vanilla" not in config.arms:
         config = dataclasses.replace(config, arms=("vanilla", *config.arms))
-    for scene in config.paired_scenes:
-        if scene not in SCENES:
-            raise ValueError(f"--paired-scenes: unknown scene {scene!r}; expected some of {sorted(SCENES)}")
+    for flag, scenes in (("--paired-scenes", config.paired_scenes), ("--scenes", config.scenes)):
+        unknown = [scene for scene in scenes if scene not in SCENES]
+        if unknown:
+            raise ValueError(f"{flag}: unknown scene {unknown[0]!r}; expected some of {sorted(SCENES)}")
     for scene in config.scenes:
-        if scene not in SCENES:
-            raise ValueError(f"--scenes: unknown scene {scene!r}; expected some of {sorted(SCENES)}")
         data = Path(scene_data(config, scene) or SCENES[scene]["data"])
         if scene == "synthetic" and not (data / "transforms_train.json").is_file():
             script = ROOT / "data_scripts" / "make_synthetic_scene.py"
