@@ -81,6 +81,9 @@ fraction of them (9000 steps), then exponential decay to ``lr * lr_final_ratio``
 the climb (pilots: -2.4 and -4.4 dB at 8000 steps against constant lr), constant lr stalls at ~30 dB, and a decay
 that ends at the last step still climbs over the last 20% (+0.8 dB on mic)."""
 
+DEFAULT_SAMPLES: Tuple[int, int] = (32, 32)
+"""Coarse and importance samples per ray of the CPU preset (the study's default)."""
+
 _INT = {"pipeline.int_enabled": True}
 _ESGD = "optimizer_presets.esgd.optimizer"
 _RECIPE = f"{_ESGD}.recipe"
@@ -199,6 +202,9 @@ class PlateauConfig:
     """Exponential lr decay to lr * this at the last step (1 = constant lr)."""
     rays: int = SCHEDULE["rays"]
     """Rays per training step (the datamanager's batch)."""
+    samples: Tuple[int, int] = DEFAULT_SAMPLES
+    """Coarse and importance samples per ray of every arm (gauss-nerf: its stratified samples and an unused
+    importance count), e.g. ``--samples 16 16``: half the CPU preset's points per ray."""
     eval_every: int = 1000
     """Steps between logged test evaluations (and checkpoints)."""
     tune_steps: int = 2000
@@ -255,16 +261,22 @@ class RunSpec:
     """Stop after this many steps of the ``steps``-long schedule (tuning runs: the schedule's first steps)."""
     data: str = ""
     """Data folder of the scene when not the default one of :data:`SCENES` (e.g. a generated scene in tests)."""
+    samples: Tuple[int, int] = DEFAULT_SAMPLES
+    """Coarse and importance samples per ray (the CPU preset's 32 + 32 by default)."""
+
+    def __post_init__(self) -> None:  # a record read back from JSON holds a list
+        object.__setattr__(self, "samples", tuple(self.samples))
 
     @property
     def name(self) -> str:
         kind = "tune-" if self.split == "val" else ""
         stop = f"-stop{self.stop}" if self.stop else ""
+        samples = "-samples{}+{}".format(*self.samples) if self.samples != DEFAULT_SAMPLES else ""
         hold = f"-hold{self.hold:g}" if self.hold else ""
         hold += f"-end{self.decay_end:g}" if self.decay_end != 1.0 else ""
         return (
             f"{kind}{self.arm}-lr{self.lr:.3g}-seed{self.seed}-T{self.steps}{hold}-decay{self.lr_final_ratio:g}"
-            f"-rays{self.rays}{stop}"
+            f"-rays{self.rays}{samples}{stop}"
         )
 
     @property
@@ -279,6 +291,8 @@ class RunSpec:
             del fields["hold"]
         if fields["decay_end"] == 1.0:  # ... and before the decay could end early
             del fields["decay_end"]
+        if tuple(fields["samples"]) == DEFAULT_SAMPLES:  # ... and before the samples per ray could change
+            del fields["samples"]
         text = json.dumps(fields, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
@@ -291,6 +305,10 @@ def trainer_config(spec: RunSpec, run_dir: Path):
 
     arm, scene = ARMS[spec.arm], SCENES[spec.scene]
     overrides = {**scene["overrides"], **arm.overrides, "pipeline.datamanager.train_num_rays_per_batch": spec.rays}
+    if spec.samples != DEFAULT_SAMPLES:
+        coarse, importance = spec.samples
+        overrides["pipeline.model.num_coarse_samples"] = coarse
+        overrides["pipeline.model.num_importance_samples"] = importance
     if scene["parser"] == "llff":
         from nerf_inr_methods.nerfstudio_plugin.llff_dataparser import LLFFDataParserConfig
 
@@ -596,6 +614,7 @@ def tune_specs(config: PlateauConfig) -> List[RunSpec]:
             hold=config.hold,
             decay_end=config.decay_end,
             rays=config.rays,
+            samples=config.samples,
             eval_every=config.tune_steps // 2,
             split="val",
             stop=config.tune_steps,
@@ -658,6 +677,7 @@ def plateau_specs(config: PlateauConfig) -> List[RunSpec]:
                         hold=config.hold,
                         decay_end=config.decay_end,
                         rays=config.rays,
+                        samples=config.samples,
                         eval_every=config.eval_every,
                         data=scene_data(config, scene),
                     )
@@ -1142,6 +1162,7 @@ def report(config: PlateauConfig) -> Dict[str, Any]:
             "decay_end": config.decay_end,
             "lr_final_ratio": config.lr_final_ratio,
             "rays": config.rays,
+            "samples": list(config.samples),
         },
         "tuning": tuned_lrs(config),
         "runs": records,
