@@ -151,7 +151,9 @@ def test_lrs_flag_sets_an_arms_lr(tmp_path: Path) -> None:
         main(PlateauConfig(arms=("vanilla",), lrs={"iga": 1e-3}, output_dir=tmp_path))
 
 
-def test_samples_flag_sets_every_arms_samples_per_ray_and_keeps_default_runs_keys(tmp_path: Path) -> None:
+def test_samples_flag_sets_every_arms_samples_per_ray_and_keeps_default_runs_keys(
+    tmp_path: Path, tiny_scene: Path
+) -> None:
     """--samples 16 16 reaches the model config; runs at the default 32 + 32 keep the keys and folder names they had
     before the flag existed (finished runs stay reusable), and a record read back from JSON is the same spec."""
     from benchmarks.nerf_plateau import PlateauConfig, RunSpec, plateau_specs, run_dir_of, trainer_config
@@ -160,7 +162,14 @@ def test_samples_flag_sets_every_arms_samples_per_ray_and_keeps_default_runs_key
         scene="mic", arm="vanilla", seed=0, lr=1e-3, steps=100, lr_final_ratio=0.1, rays=256, eval_every=50
     )
     assert default.key() == "1519379bd1bc" and default.name == "vanilla-lr0.001-seed0-T100-decay0.1-rays256"
-    config = PlateauConfig(arms=("vanilla",), seeds=(0,), samples=(16, 16), output_dir=tmp_path)
+    config = PlateauConfig(
+        scenes=("synthetic",),
+        arms=("vanilla",),
+        seeds=(0,),
+        samples=(16, 16),
+        output_dir=tmp_path,
+        synthetic_data=tiny_scene,
+    )
     (spec,) = plateau_specs(config)
     assert spec.samples == (16, 16) and spec.name.endswith("-samples16+16") and spec.key() != default.key()
     record = json.loads(json.dumps(dataclasses.asdict(spec)))  # samples come back as a list
