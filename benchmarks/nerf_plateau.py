@@ -42,6 +42,7 @@ import tyro
 
 from benchmarks.common import RESULTS_DIR
 from nerf_inr_methods import reporting
+from nerf_inr_methods.nerfstudio_plugin.presets import CPU_PRESET
 from nerf_inr_methods.reporting import fmt_pm, mean_std, plateau_gain, time_to_target
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +82,10 @@ fraction of them (9000 steps), then exponential decay to ``lr * lr_final_ratio``
 the climb (pilots: -2.4 and -4.4 dB at 8000 steps against constant lr), constant lr stalls at ~30 dB, and a decay
 that ends at the last step still climbs over the last 20% (+0.8 dB on mic)."""
 
-DEFAULT_SAMPLES: Tuple[int, int] = (32, 32)
+DEFAULT_SAMPLES: Tuple[int, int] = (
+    CPU_PRESET["pipeline.model.num_coarse_samples"],
+    CPU_PRESET["pipeline.model.num_importance_samples"],
+)
 """Coarse and importance samples per ray of the CPU preset (the study's default)."""
 
 _INT = {"pipeline.int_enabled": True}
@@ -291,7 +295,7 @@ class RunSpec:
             del fields["hold"]
         if fields["decay_end"] == 1.0:  # ... and before the decay could end early
             del fields["decay_end"]
-        if tuple(fields["samples"]) == DEFAULT_SAMPLES:  # ... and before the samples per ray could change
+        if fields["samples"] == DEFAULT_SAMPLES:  # ... and before the samples per ray could change
             del fields["samples"]
         text = json.dumps(fields, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:12]
