@@ -43,7 +43,7 @@ import tyro
 from benchmarks.common import RESULTS_DIR
 from nerf_inr_methods import reporting
 from nerf_inr_methods.nerfstudio_plugin.presets import CPU_PRESET
-from nerf_inr_methods.reporting import fmt_pm, mean_std, plateau_gain, time_to_target
+from nerf_inr_methods.reporting import fmt_pm, mean_std, plateau_gain, plateau_start, time_to_target
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -392,6 +392,23 @@ def has_run_folder(record: Dict[str, Any]) -> bool:
 def lr_breaks(spec: RunSpec) -> Tuple[int, int]:
     """(last step of the held lr, step at which the decay reaches lr * lr_final_ratio) of ``spec``'s schedule."""
     return int(round(spec.hold * spec.steps)), int(round(spec.decay_end * spec.steps))
+
+
+def plateau_check_note(steps: int, eval_every: int, decay_end: float, lr_final_ratio: float) -> str:
+    """One line under the report's tables: the steps the plateau rule compares and the lr the run trains at there.
+
+    Protocol point 4: under a floor far below the lr, a flat tail is partly the schedule's, so the report says which
+    floor the check was taken on. E.g. ``plateau_check_note(20000, 1000, 0.6, 0.01)`` names steps 16000 -> 20000 and
+    the floor lr x 0.01 from step 12000."""
+    evaluated = [*range(0, steps, eval_every), steps]
+    check_from = evaluated[plateau_start(evaluated)]
+    note = f"Gain over the last 20%: test PSNR at step {steps} minus at step {check_from}, trained "
+    if lr_final_ratio == 1.0:
+        return note + "at a constant lr."
+    return note + (
+        f"with the lr at lr x {lr_final_ratio:g} from step {int(round(decay_end * steps))} on (protocol point 4: the "
+        "lower that floor, the more of a flat tail is the schedule's, not the model's)."
+    )
 
 
 def prefix_spec(spec: RunSpec) -> RunSpec | None:
@@ -1133,7 +1150,8 @@ def report(config: PlateauConfig) -> Dict[str, Any]:
     if restored:
         print(f"runs whose folders are not here, taken from {config.results.name}: {', '.join(restored)}")
     analysis = analyse(records, config, previous)
-    table = report_table(analysis)
+    note = plateau_check_note(config.steps, config.eval_every, config.decay_end, config.lr_final_ratio)
+    table = report_table(analysis) + "\n\n" + note
     stem = config.results.with_suffix("")
     plot_curves(records, Path(f"{stem}_psnr_vs_time.png")) if records else None
     for scene in config.scenes:

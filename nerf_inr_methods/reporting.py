@@ -172,9 +172,14 @@ def plateau_gain(steps: Sequence[float], values: Sequence[float], last_fraction:
     at or after ``(1 - last_fraction) * steps[-1]``. The protocol's plateau is a gain < 0.1 dB over the last 20%."""
     if len(steps) != len(values) or len(steps) < 2:
         raise ValueError("plateau_gain: need >= 2 samples with matching steps and values")
+    return float(values[-1] - values[plateau_start(steps, last_fraction)])
+
+
+def plateau_start(steps: Sequence[float], last_fraction: float = 0.2) -> int:
+    """Index of the first sample at or after ``(1 - last_fraction) * steps[-1]``: where :func:`plateau_gain`'s
+    last ``last_fraction`` of a curve starts (e.g. 4 for steps ``[0, 4, 8, 12, 16, 20]``)."""
     start = (1.0 - last_fraction) * steps[-1]
-    i = next(i for i, s in enumerate(steps) if s >= start)
-    return float(values[-1] - values[i])
+    return next(i for i, s in enumerate(steps) if s >= start)
 
 
 # ------------------------------------------------------------------------------------------------ printing

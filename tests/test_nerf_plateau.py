@@ -289,3 +289,17 @@ def test_psnr_by_texture_locates_a_gain_in_the_textured_half(tmp_path: Path) -> 
     assert [b["texture"] for b in bands] == sorted(b["texture"] for b in bands)
     assert abs(bands[0]["gain_db"]) < 1e-9 and bands[-1]["gain_db"] > 5.0
     assert psnr_by_texture({"config": str(tmp_path / "missing" / "config.yml")}, records["vanilla"]) is None
+
+
+def test_report_names_the_steps_and_the_floor_lr_the_plateau_rule_is_checked_on() -> None:
+    from benchmarks.nerf_plateau import plateau_check_note
+    from nerf_inr_methods.reporting import plateau_gain, plateau_start
+
+    steps = [0, 4000, 8000, 12000, 16000, 20000]
+    assert plateau_start(steps) == 4 and plateau_gain(steps, [0, 1, 2, 3, 31.32, 31.40]) == pytest.approx(0.08)
+    assert plateau_start([0, 1000, 2000, 2500]) == 2, "the first evaluation at or after 80% of an uneven grid"
+    note = plateau_check_note(20000, 1000, 0.6, 0.01)
+    assert "step 20000 minus at step 16000" in note and "lr x 0.01 from step 12000" in note and "point 4" in note
+    assert "step 18750 minus at step 15000" in plateau_check_note(18750, 1000, 0.8, 0.1)
+    constant = plateau_check_note(14000, 1000, 0.7, 1.0)
+    assert constant.endswith("at a constant lr.") and "point 4" not in constant
