@@ -394,19 +394,20 @@ def lr_breaks(spec: RunSpec) -> Tuple[int, int]:
     return int(round(spec.hold * spec.steps)), int(round(spec.decay_end * spec.steps))
 
 
-def plateau_check_note(steps: int, eval_every: int, decay_end: float, lr_final_ratio: float) -> str:
-    """One line under the report's tables: the steps the plateau rule compares and the lr the run trains at there.
+def plateau_check_note(spec: RunSpec) -> str:
+    """One line under the report's tables: the steps the plateau rule compares on ``spec``'s logged curve and the lr
+    the run trains at there.
 
     Protocol point 4: under a floor far below the lr, a flat tail is partly the schedule's, so the report says which
-    floor the check was taken on. E.g. ``plateau_check_note(20000, 1000, 0.6, 0.01)`` names steps 16000 -> 20000 and
-    the floor lr x 0.01 from step 12000."""
-    evaluated = [*range(0, steps, eval_every), steps]
+    floor the check was taken on. E.g. a 20000-step spec evaluated every 1000 steps, ``decay_end`` 0.6 and
+    ``lr_final_ratio`` 0.01 names steps 16000 -> 20000 and the floor lr x 0.01 from step 12000."""
+    evaluated = [*range(0, spec.steps, spec.eval_every), spec.steps]
     check_from = evaluated[plateau_start(evaluated)]
-    note = f"Gain over the last 20%: test PSNR at step {steps} minus at step {check_from}, trained "
-    if lr_final_ratio == 1.0:
+    note = f"Gain over the last 20%: test PSNR at step {spec.steps} minus at step {check_from}, trained "
+    if spec.lr_final_ratio == 1.0:
         return note + "at a constant lr."
     return note + (
-        f"with the lr at lr x {lr_final_ratio:g} from step {int(round(decay_end * steps))} on (protocol point 4: the "
+        f"with the lr at lr x {spec.lr_final_ratio:g} from step {lr_breaks(spec)[1]} on (protocol point 4: the "
         "lower that floor, the more of a flat tail is the schedule's, not the model's)."
     )
 
@@ -1150,8 +1151,7 @@ def report(config: PlateauConfig) -> Dict[str, Any]:
     if restored:
         print(f"runs whose folders are not here, taken from {config.results.name}: {', '.join(restored)}")
     analysis = analyse(records, config, previous)
-    note = plateau_check_note(config.steps, config.eval_every, config.decay_end, config.lr_final_ratio)
-    table = report_table(analysis) + "\n\n" + note
+    table = report_table(analysis) + "\n\n" + plateau_check_note(next(s for s in specs if s.arm == "vanilla"))
     stem = config.results.with_suffix("")
     plot_curves(records, Path(f"{stem}_psnr_vs_time.png")) if records else None
     for scene in config.scenes:

@@ -292,14 +292,21 @@ def test_psnr_by_texture_locates_a_gain_in_the_textured_half(tmp_path: Path) -> 
 
 
 def test_report_names_the_steps_and_the_floor_lr_the_plateau_rule_is_checked_on() -> None:
-    from benchmarks.nerf_plateau import plateau_check_note
+    from benchmarks.nerf_plateau import RunSpec, plateau_check_note
     from nerf_inr_methods.reporting import plateau_gain, plateau_start
 
     steps = [0, 4000, 8000, 12000, 16000, 20000]
     assert plateau_start(steps) == 4 and plateau_gain(steps, [0, 1, 2, 3, 31.32, 31.40]) == pytest.approx(0.08)
     assert plateau_start([0, 1000, 2000, 2500]) == 2, "the first evaluation at or after 80% of an uneven grid"
-    note = plateau_check_note(20000, 1000, 0.6, 0.01)
+
+    def spec(steps: int, decay_end: float, lr_final_ratio: float) -> RunSpec:
+        return RunSpec(
+            scene="mic", arm="vanilla", seed=0, lr=2e-3, steps=steps, lr_final_ratio=lr_final_ratio, rays=256,
+            eval_every=1000, hold=0.3, decay_end=decay_end,
+        )  # fmt: skip
+
+    note = plateau_check_note(spec(20000, 0.6, 0.01))
     assert "step 20000 minus at step 16000" in note and "lr x 0.01 from step 12000" in note and "point 4" in note
-    assert "step 18750 minus at step 15000" in plateau_check_note(18750, 1000, 0.8, 0.1)
-    constant = plateau_check_note(14000, 1000, 0.7, 1.0)
+    assert "step 18750 minus at step 15000" in plateau_check_note(spec(18750, 0.8, 0.1))
+    constant = plateau_check_note(spec(14000, 0.7, 1.0))
     assert constant.endswith("at a constant lr.") and "point 4" not in constant
