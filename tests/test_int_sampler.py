@@ -14,7 +14,9 @@ from nerf_inr_methods.core.int_sampler import (
     IntSamplerConfig,
     PoolCandidates,
     SamplerOptionError,
+    drawing_probabilities,
     grid_cells,
+    importance_sampling_gain,
     inclusion_probabilities,
     voxel_cells,
     weighted_mse,
@@ -111,6 +113,30 @@ def test_inclusion_probabilities() -> None:
     for _ in range(4000):
         counts[torch.multinomial(q, 3, replacement=False, generator=gen)] += 1
     assert torch.allclose(counts / 4000, pi.float(), atol=0.06)
+
+
+def test_drawing_probabilities_mix_errors_with_a_uniform_share() -> None:
+    q = drawing_probabilities(torch.tensor([0.0, 1.0, 3.0]), uniform_share=0.3)
+    assert torch.allclose(q, torch.tensor([0.1, 0.275, 0.625], dtype=torch.float64))
+    squared = drawing_probabilities(torch.tensor([1.0, 3.0]), uniform_share=0.0, error_power=2.0)
+    assert torch.allclose(squared, torch.tensor([0.1, 0.9], dtype=torch.float64))
+    for no_signal in (torch.zeros(4), torch.tensor([1.0, float("inf"), 0.0, 0.0])):
+        assert torch.equal(drawing_probabilities(no_signal), torch.full((4,), 0.25, dtype=torch.float64))
+
+
+def test_importance_sampling_gain_is_one_for_uniform_and_the_moment_ratio_for_error_proportional() -> None:
+    m = fixed_errors(1000) ** 3
+    uniform = torch.full((1000,), 1e-3)
+    assert importance_sampling_gain(m, uniform) == pytest.approx(1.0)
+    best = importance_sampling_gain(m, m / m.sum())
+    assert best == pytest.approx(float((m.double() ** 2).mean() / m.double().mean() ** 2))
+    mixed = importance_sampling_gain(m, drawing_probabilities(m, uniform_share=0.2))
+    assert 1.0 < mixed < best  # a uniform share gives up part of the gain
+    assert importance_sampling_gain(torch.ones(10), torch.full((10,), 0.1)) == pytest.approx(1.0)  # flat error
+    # the gain is a variance ratio: check it against the sampled second moments
+    draws = torch.multinomial(m / m.sum(), 20000, replacement=True, generator=torch.Generator().manual_seed(1))
+    weighted = m[draws] / (1000 * (m / m.sum())[draws])
+    assert float((m**2).mean() / (weighted**2).mean()) == pytest.approx(best, rel=1e-4)
 
 
 def test_soft_draws_by_error_with_warmed_up_weights() -> None:

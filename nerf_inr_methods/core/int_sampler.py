@@ -292,6 +292,55 @@ def inclusion_probabilities(probabilities: Tensor, k: int, iterations: int = 30)
     return (1.0 - torch.exp(-lam * q)).clamp_(0.0, 1.0)
 
 
+def drawing_probabilities(errors: Tensor, uniform_share: float = 0.2, error_power: float = 1.0) -> Tensor:
+    """The ``soft`` / ``error-map`` samplers' drawing probabilities: ``(1 - u) e^p / sum(e^p) + u / n``.
+
+    Args:
+        errors: (n,) non-negative errors of the candidates (negatives count as 0).
+        uniform_share: ``u``, the share of probability spread uniformly.
+        error_power: ``p``.
+
+    Returns:
+        (n,) float64 probabilities summing to 1 (uniform when every error is 0 or not finite).
+
+    Example::
+
+        >>> drawing_probabilities(torch.tensor([0.0, 1.0, 3.0]), uniform_share=0.3).tolist()
+        [0.1, 0.275, 0.625]
+    """
+    mass = errors.detach().to(torch.float64).clamp_min(0.0) ** error_power
+    total = float(mass.sum())
+    n = mass.numel()
+    if total <= 0.0 or not math.isfinite(total):
+        return torch.full_like(mass, 1.0 / n)
+    return (1.0 - uniform_share) * mass / total + uniform_share / n
+
+
+def importance_sampling_gain(magnitudes: Tensor, probabilities: Tensor) -> float:
+    """How much drawing points with ``probabilities`` (unbiased weights ``1 / (n p_i)``) shrinks the second moment of a
+    one-point estimate of a mean gradient whose per-point norms are ``magnitudes``, against uniform drawing.
+
+    ``gain = (sum_i m_i^2 / n) / (sum_i m_i^2 / (n^2 p_i))``: 1 for uniform ``p``; at most ``mean(m^2) / mean(m)^2``,
+    reached by ``p ~ m`` (the best any error-driven sampler can do when each point's gradient norm is ``m_i``).
+    A sampler's batch of ``k`` points has the variance of ``gain * k`` uniform points (up to the mean's own square).
+
+    Args:
+        magnitudes: (n,) non-negative per-point gradient norms (e.g. residual norms of rays).
+        probabilities: (n,) drawing probabilities summing to 1 (zeros only where ``magnitudes`` are 0).
+
+    Example::
+
+        >>> m = torch.tensor([0.0, 0.0, 0.0, 4.0])
+        >>> importance_sampling_gain(m, m / m.sum()), importance_sampling_gain(m, torch.full((4,), 0.25))
+        (4.0, 1.0)
+    """
+    m2 = magnitudes.detach().to(torch.float64) ** 2
+    p = probabilities.detach().to(torch.float64)
+    n = m2.numel()
+    weighted = torch.where(m2 > 0, m2 / p.clamp_min(1e-300), torch.zeros_like(m2)).sum()
+    return float(m2.sum() * n / weighted) if float(weighted) > 0 else 1.0
+
+
 def weighted_mse(pred: Tensor, target: Tensor, weights: Tensor | None = None) -> Tensor:
     """Mean squared error with per-point weights: ``mean_i(w_i * mean_c (pred - target)^2)``.
 
@@ -562,12 +611,7 @@ class IntSampler:
         """Draw ``slots`` of ``free`` without replacement, probability ~ (1 - u) err^p / sum + u / n; weights."""
         c = self.config
         n = free.numel()
-        mass = errors.detach().to(torch.float64).clamp_min(0.0) ** c.error_power
-        total = float(mass.sum())
-        uniform = torch.full_like(mass, 1.0 / n)
-        q = uniform if total <= 0.0 or not math.isfinite(total) else (1.0 - c.uniform_share) * mass / total
-        if q is not uniform:
-            q = q + c.uniform_share / n
+        q = drawing_probabilities(errors, c.uniform_share, c.error_power)
         if int((q > 0).sum()) < slots:  # too few points with positive probability: mix in a little uniform
             q = 0.999 * q + 0.001 / n
         picks = torch.multinomial(q.cpu(), slots, replacement=False, generator=self.generator).to(free.device)
