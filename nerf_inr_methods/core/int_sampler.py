@@ -305,7 +305,7 @@ def drawing_probabilities(errors: Tensor, uniform_share: float = 0.2, error_powe
 
     Example::
 
-        >>> drawing_probabilities(torch.tensor([0.0, 1.0, 3.0]), uniform_share=0.3).tolist()
+        >>> [round(q, 3) for q in drawing_probabilities(torch.tensor([0.0, 1.0, 3.0]), uniform_share=0.3).tolist()]
         [0.1, 0.275, 0.625]
     """
     mass = errors.detach().to(torch.float64).clamp_min(0.0) ** error_power
