@@ -30,8 +30,6 @@ Run from the repository root: ``python -m benchmarks.error_concentration`` (mic 
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -211,16 +209,14 @@ def measure_scene(scene: str, config: ConcentrationConfig, output_dir: Path) -> 
 
 def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     """Parse ``argv`` (default: the command line), train and measure every scene, write the JSON; returns it."""
-    from benchmarks.nerf_plateau import SCENES
+    from benchmarks.nerf_plateau import SCENES, make_synthetic_scene_if_absent
 
     config = common.parse(ConcentrationConfig, argv)
     start = time.perf_counter()
     output_dir = (config.output_dir or ROOT / "outputs" / str(config.out)).resolve()
     if "synthetic" in (config.scenes or ()):
         data = Path(config.synthetic_data or SCENES["synthetic"]["data"])
-        if not (data / "transforms_train.json").is_file():
-            script = ROOT / "data_scripts" / "make_synthetic_scene.py"
-            subprocess.run([sys.executable, str(script), "--out-dir", str(data)], check=True)
+        make_synthetic_scene_if_absent(data)
         config = replace(config, synthetic_data=data)
     runs = [measure_scene(scene, config, output_dir) for scene in config.scenes or ()]
     rows = [

@@ -1200,6 +1200,13 @@ def report(config: PlateauConfig) -> Dict[str, Any]:
     return payload
 
 
+def make_synthetic_scene_if_absent(data: Path) -> None:
+    """Generate the synthetic scene into ``data`` (data_scripts/make_synthetic_scene.py) unless it is there already."""
+    if not (data / "transforms_train.json").is_file():
+        script = ROOT / "data_scripts" / "make_synthetic_scene.py"
+        subprocess.run([sys.executable, str(script), "--out-dir", str(data)], check=True)
+
+
 def main(config: PlateauConfig) -> Dict[str, Any] | None:
     if config.quick:
         config = dataclasses.replace(
@@ -1228,9 +1235,8 @@ def main(config: PlateauConfig) -> Dict[str, Any] | None:
             raise ValueError(f"{flag}: unknown scene {unknown[0]!r}; expected some of {sorted(SCENES)}")
     for scene in config.scenes:
         data = Path(scene_data(config, scene) or SCENES[scene]["data"])
-        if scene == "synthetic" and not (data / "transforms_train.json").is_file():
-            script = ROOT / "data_scripts" / "make_synthetic_scene.py"
-            subprocess.run([sys.executable, str(script), "--out-dir", str(data)], check=True)
+        if scene == "synthetic":
+            make_synthetic_scene_if_absent(data)
         if not data.exists():
             raise FileNotFoundError(f"scene {scene}: data folder {data} does not exist")
     if config.stage in ("tune", "all"):
