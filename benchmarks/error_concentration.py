@@ -40,6 +40,7 @@ from torch import Tensor
 
 from benchmarks import common
 from benchmarks.common import finish, log, markdown_table
+from nerf_inr_methods.cli import check_positive
 from nerf_inr_methods.core.int_sampler import drawing_probabilities, grid_cells, importance_sampling_gain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,8 +93,7 @@ class ConcentrationConfig(common.BenchmarkOptions):
         if not steps or steps != sorted(set(steps)) or steps[0] < 1:
             raise ValueError(f"--measure-at: expected increasing steps >= 1, got {steps}")
         for flag, value in (("--rays", config.rays), ("--image-every", config.image_every), ("--cell", config.cell)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{flag} must be an integer >= 1, got {value!r}")
+            check_positive(value, flag)
         if not 0.0 <= config.uniform_share <= 1.0:
             raise ValueError(f"--uniform-share must lie in [0, 1], got {config.uniform_share}")
         if not config.lr > 0:
