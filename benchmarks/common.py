@@ -57,6 +57,7 @@ from nerf_inr_methods.reporting import environment_info as _machine_info
 
 __all__ = [
     "NOT_RESOLVABLE",
+    "QUICK_RESULTS_DIR",
     "RESULTS_DIR",
     "BenchmarkOptions",
     "band_energy",
@@ -84,6 +85,9 @@ __all__ = [
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 """Where benchmarks write their JSON (``benchmarks/results/``)."""
 
+QUICK_RESULTS_DIR = Path(__file__).resolve().parents[1] / "outputs" / "benchmarks_quick"
+"""Where ``--quick`` smoke runs write their results when no folder is given (``outputs/`` is not tracked)."""
+
 
 Options = TypeVar("Options", bound="BenchmarkOptions")
 """A benchmark's Config class (a :class:`BenchmarkOptions`)."""
@@ -103,7 +107,7 @@ class BenchmarkOptions:
     out: str | None = None
     """Results file stem (default: the benchmark's name, with _quick for --quick)."""
     results_dir: Path | None = None
-    """Folder of the results JSON (default benchmarks/results/)."""
+    """Folder of the results JSON (default benchmarks/results/; with --quick outputs/benchmarks_quick/)."""
 
     def resolved(self: Options) -> Options:
         """A copy with the defaults of the full or quick run filled in and the inputs checked (benchmarks override
@@ -143,6 +147,8 @@ def parse(config_class: type[Options], argv: Sequence[str] | None = None, descri
         description: the ``--help`` description (None: the class docstring).
     """
     options = tyro.cli(config_class, args=argv, description=description).resolved()
+    if options.quick and options.results_dir is None:  # smoke outputs stay out of the tracked results
+        options = dataclasses.replace(options, results_dir=QUICK_RESULTS_DIR)
     options.use_threads()
     return options
 
@@ -168,14 +174,17 @@ def write_results(name: str, payload: dict[str, Any], results_dir: Path | None =
     Args:
         name: file stem, e.g. ``"int_image"`` (``"int_image_quick"`` for smoke runs).
         payload: JSON-able dict (numpy/torch values are converted with ``tolist()``).
-        results_dir: defaults to ``benchmarks/results/``.
+        results_dir: defaults to ``benchmarks/results/``, or :data:`QUICK_RESULTS_DIR` for a ``*_quick`` stem (a
+            smoke run's output is not tracked).
 
     Returns:
         The path written.
     """
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"write_results: name must be a plain file stem, got {name!r}")
-    return write_json(payload, Path(results_dir if results_dir is not None else RESULTS_DIR) / f"{name}.json")
+    if results_dir is None:
+        results_dir = QUICK_RESULTS_DIR if name.endswith("_quick") else RESULTS_DIR
+    return write_json(payload, Path(results_dir) / f"{name}.json")
 
 
 def config_dict(config: Any) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from nerf_inr_methods.core.mlp import make_mlp
 from nerf_inr_methods.reporting import write_json
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+QUICK_RESULTS_DIR = Path(__file__).resolve().parents[1] / "outputs" / "benchmarks_quick"
 
 
 def timed(fn: Callable[[], Tensor], repeats: int) -> tuple[float, Tensor]:
@@ -126,7 +127,7 @@ class EntkSpeedConfig:
     seed: int = 0
     """Seed of the networks and inputs."""
     out: Path | None = None
-    """JSON output (default benchmarks/results/entk_speed[_quick].json)."""
+    """JSON output (default benchmarks/results/entk_speed.json; with --quick outputs/benchmarks_quick/)."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     out = write_json(
         dict(meta=meta, rows=rows),
-        args.out or RESULTS_DIR / ("entk_speed_quick.json" if args.quick else "entk_speed.json"),
+        args.out or (QUICK_RESULTS_DIR / "entk_speed_quick.json" if args.quick else RESULTS_DIR / "entk_speed.json"),
     )
     print(f"(raw numbers: {out})")
 
