@@ -84,6 +84,72 @@ def llff_wrong_poses(scene: Path) -> Path:
     return root
 
 
+def edit_transforms(split: str, edit: Callable[[dict], None]) -> SceneEdit:
+    """A scene edit applying ``edit`` to the parsed ``transforms_<split>.json``."""
+
+    def scene_edit(scene: Path) -> Path:
+        path = scene / f"transforms_{split}.json"
+        meta = json.loads(path.read_text())
+        edit(meta)
+        path.write_text(json.dumps(meta))  # NaN / Infinity as JSON's usual extension, as Python writes them
+        return scene
+
+    return scene_edit
+
+
+def set_pose_entry(frame: int, row: int, column: int, value: float) -> Callable[[dict], None]:
+    return lambda meta: meta["frames"][frame]["transform_matrix"][row].__setitem__(column, value)
+
+
+def zero_pose(meta: dict) -> None:
+    meta["frames"][4]["transform_matrix"] = [[0.0] * 4 for _ in range(4)]
+
+
+def resize_frame(scene: Path) -> Path:
+    from PIL import Image
+
+    path = scene / "train" / "r_2.png"
+    Image.open(path).resize((40, 24)).save(path)
+    return scene
+
+
+def one_pixel_images(scene: Path) -> Path:
+    from PIL import Image
+
+    for path in scene.glob("*/*.png"):
+        Image.open(path).resize((1, 1)).save(path)
+    return scene
+
+
+def nerfstudio_format(scene: Path, edit: Callable[[dict], None] = lambda meta: None) -> Path:
+    """The tiny Blender scene's train and val frames as one nerfstudio-data transforms.json (then ``edit``-ed)."""
+    frames, width = [], 32
+    for split in ("train", "val"):
+        meta = json.loads((scene / f"transforms_{split}.json").read_text())
+        focal = 0.5 * width / np.tan(0.5 * meta["camera_angle_x"])
+        frames += [{**f, "file_path": f["file_path"].replace("./", "") + ".png"} for f in meta["frames"]]
+    meta = {"fl_x": focal, "fl_y": focal, "cx": width / 2, "cy": width / 2, "w": width, "h": width, "frames": frames}
+    edit(meta)
+    (scene / "transforms.json").write_text(json.dumps(meta))
+    return scene
+
+
+def llff_poses(edit: Callable[[np.ndarray], None]) -> SceneEdit:
+    """An LLFF folder whose poses_bounds.npy holds 5 valid rows (identity rotations) changed by ``edit``."""
+
+    def scene_edit(scene: Path) -> Path:
+        root = scene.parent / "llff"
+        (root / "images_2").mkdir(parents=True)
+        poses = np.tile(np.concatenate([np.eye(3), np.zeros((3, 1)), [[32.0], [32.0], [30.0]]], axis=1), (5, 1, 1))
+        poses[:, 2, 3] = np.arange(5)
+        array = np.concatenate([poses.reshape(5, 15), np.tile([1.0, 5.0], (5, 1))], axis=1)
+        edit(array)
+        np.save(root / "poses_bounds.npy", array)
+        return root
+
+    return scene_edit
+
+
 @dataclass
 class Case:
     """One bad input: flags before the dataparser, the dataparser and its flags, the dataset, the expected words."""
@@ -146,6 +212,76 @@ CASES = [
     Case("llff without poses", ["poses_bounds.npy", "not found"], parser=["llff-data"], scene=llff_without_poses),
     Case("llff wrong poses", ["poses_bounds.npy", "(N, 17)"], parser=["llff-data"], scene=llff_wrong_poses),
     Case("nerfstudio-data without json", ["transforms.json"], parser=["nerfstudio-data"], scene=empty_folder),
+    # issue 40: poses and fields of view that trained a NaN or blind model without a word
+    Case(
+        "NaN pose",
+        ["transforms_train.json", "frames[3] (./train/r_3)", "nan"],
+        scene=edit_transforms("train", set_pose_entry(3, 0, 3, float("nan"))),
+    ),
+    Case(
+        "Inf pose",
+        ["transforms_val.json", "frames[1] (./val/r_1)", "inf"],
+        scene=edit_transforms("val", set_pose_entry(1, 1, 1, float("inf"))),
+    ),
+    Case(
+        "all-zero pose",
+        ["transforms_train.json", "frames[4] (./train/r_4)", "not a rotation"],
+        scene=edit_transforms("train", zero_pose),
+    ),
+    Case(
+        "camera_angle_x 0",
+        ["transforms_train.json", "camera_angle_x", "got 0"],
+        scene=edit_transforms("train", lambda meta: meta.update(camera_angle_x=0)),
+    ),
+    Case(
+        "camera_angle_x pi",
+        ["transforms_val.json", "camera_angle_x", "3.14159"],
+        scene=edit_transforms("val", lambda meta: meta.update(camera_angle_x=float(np.pi))),
+    ),
+    Case(
+        "nerfstudio-data NaN pose",
+        ["transforms.json", "frames[2] (train/r_2.png)", "nan"],
+        parser=["nerfstudio-data"],
+        scene=lambda scene: nerfstudio_format(scene, set_pose_entry(2, 2, 3, float("nan"))),
+    ),
+    Case(
+        "nerfstudio-data all-zero pose",
+        ["transforms.json", "frames[4] (train/r_4.png)", "not a rotation"],
+        parser=["nerfstudio-data"],
+        scene=lambda scene: nerfstudio_format(scene, zero_pose),
+    ),
+    Case(
+        "nerfstudio-data zero focal",
+        ["transforms.json", "fl_x", "> 0"],
+        parser=["nerfstudio-data"],
+        scene=lambda scene: nerfstudio_format(scene, lambda meta: meta.update(fl_x=0.0)),
+    ),
+    Case(
+        "llff NaN pose",
+        ["poses_bounds.npy", "row 2", "nan", "finite"],
+        parser=["llff-data"],
+        scene=llff_poses(lambda a: a.__setitem__((2, 3), np.nan)),
+    ),
+    Case(
+        "llff Inf bound",
+        ["poses_bounds.npy", "row 1", "inf", "finite"],
+        parser=["llff-data"],
+        scene=llff_poses(lambda a: a.__setitem__((1, 16), np.inf)),
+    ),
+    Case(
+        "llff all-zero pose",
+        ["poses_bounds.npy", "row 3", "not orthonormal"],
+        parser=["llff-data"],
+        scene=llff_poses(lambda a: a[3, :15].reshape(3, 5)[:, :4].fill(0.0)),  # the 3x4 pose, hwf kept
+    ),
+    # issue 40: images the datamanager cannot load (were raw tracebacks)
+    Case("images of two sizes", ["r_2.png", "40x24", "r_0.png", "32x32", "train split"], scene=resize_frame),
+    Case(
+        "1x1 images at scale 0.5",
+        ["r_0.png", "1x1", "0x0", "--pipeline.datamanager.camera-res-scale-factor 0.5"],
+        ["--pipeline.datamanager.camera-res-scale-factor", "0.5"],
+        scene=one_pixel_images,
+    ),
     Case("output dir under a file", ["--output-dir", "/dev/null"], ["--output-dir", "/dev/null/outputs"]),
     Case("missing load dir", ["--load-dir", "no such folder"], ["--load-dir", "/nonexistent/nerfstudio_models"]),
     Case(

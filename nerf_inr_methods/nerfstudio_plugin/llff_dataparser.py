@@ -58,8 +58,14 @@ def load_poses_bounds(path: Path) -> Tuple[np.ndarray, np.ndarray]:
         raise ValueError(
             f"{path}: expected an (N, 17) array (3x5 pose + 2 bounds per image, N >= 1), got shape {array.shape}"
         )
-    if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
-        raise ValueError(f"{path}: expected finite numbers, got dtype {array.dtype} with non-finite or missing values")
+    if not np.issubdtype(array.dtype, np.number):
+        raise ValueError(f"{path}: expected an array of numbers, got dtype {array.dtype}")
+    if not np.all(np.isfinite(array)):
+        row, column = (int(i) for i in np.argwhere(~np.isfinite(array))[0])
+        raise ValueError(
+            f"{path}: row {row} (image {row} in name order) holds {array[row, column]} in column {column}; "
+            "expected finite numbers (a non-finite pose trains a NaN model)"
+        )
     array = array.astype(np.float64)
     poses = array[:, :15].reshape(-1, 3, 5)
     bounds = array[:, 15:]
@@ -71,9 +77,13 @@ def load_poses_bounds(path: Path) -> Tuple[np.ndarray, np.ndarray]:
         row = int(np.nonzero((bounds[:, 0] <= 0) | (bounds[:, 1] <= bounds[:, 0]))[0][0])
         raise ValueError(f"{path}: row {row} has bounds {bounds[row].tolist()}; expected 0 < near < far")
     rotations = poses[:, :, :3]
-    error = np.abs(rotations.transpose(0, 2, 1) @ rotations - np.eye(3)).max()
-    if error > 1e-3:
-        raise ValueError(f"{path}: the 3x3 rotation blocks are not orthonormal (max |R^T R - I| = {error:.3g})")
+    errors = np.abs(rotations.transpose(0, 2, 1) @ rotations - np.eye(3)).max(axis=(1, 2))
+    if errors.max() > 1e-3:
+        row = int(np.argmax(errors > 1e-3))
+        raise ValueError(
+            f"{path}: row {row} (image {row} in name order): the 3x3 rotation block is not orthonormal "
+            f"(max |R^T R - I| = {errors[row]:.3g}; an all-zero pose?)"
+        )
     return poses, bounds
 
 

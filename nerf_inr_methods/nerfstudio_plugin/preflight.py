@@ -7,7 +7,10 @@ first thing ``ns-train`` does after parsing the command line), so bad input fail
   rays in a division by zero, ...): each error names the flag, the value and what is expected.
 - **Data**: ``--data`` must exist; the dataparser reads the train and eval splits, and every image it lists must exist
   and be a readable image (a missing frame or a truncated PNG is named here instead of failing deep in the image
-  cache).
+  cache), of one size per split and at least a pixel per side at ``--pipeline.datamanager.camera-res-scale-factor``.
+  Camera poses that would train a NaN or blind model without a word (a NaN / Inf or all-zero ``transform_matrix``, a
+  ``camera_angle_x`` outside (0, pi)) are refused naming the file and the frame, for Blender's
+  ``transforms_<split>.json`` and nerfstudio-data's ``transforms.json`` (llff-data checks its ``poses_bounds.npy``).
 - **Output and checkpoints**: ``--output-dir`` must be creatable, ``--load-dir`` / ``--load-checkpoint`` must exist.
 - **Near/far planes**: Blender scenes keep vanilla NeRF's planes (2, 6); datasets whose dataparser reports planes
   (llff-data) use those; for other datasets, unless ``--pipeline.model.collider-params`` is set, the planes are taken
@@ -27,10 +30,12 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, Tuple
+from typing import Any, Dict, Iterable, List, Tuple
 
 import torch
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
@@ -43,6 +48,8 @@ DATA_ERRORS = (OSError, ValueError, KeyError, IndexError, AssertionError)
 line naming --data. Other exceptions are bugs and keep their traceback."""
 NEAR_FLOOR_FRACTION = 0.01
 """Near plane lower bound, as a fraction of the far plane, for cameras inside the scene box (distance 0)."""
+ROTATION_TOLERANCE = 1e-2
+"""Largest max |R^T R / s - I| of a camera pose's 3x3 block accepted as a rotation (Blender's mic: 2e-6)."""
 
 
 def preflight(config: Any) -> None:
@@ -215,6 +222,8 @@ def check_dataset(config: Any) -> Any:
     if isinstance(parser_config, BlenderDataParserConfig):
         for split in ("train", "val"):
             check_blender_transforms(data / f"transforms_{split}.json")
+    if isinstance(parser_config, NerfstudioDataParserConfig):
+        check_nerfstudio_transforms(data)
     parser_name = dataparser_name(parser_config)
     parser = parser_config.setup()
     outputs = {}
@@ -230,26 +239,96 @@ def check_dataset(config: Any) -> Any:
             ) from error
         if not outputs[split].image_filenames:
             raise ValueError(f"--data {data}: {parser_name} found no images in the {split} split")
-        for kind, files in (("image", outputs[split].image_filenames), ("mask", outputs[split].mask_filenames or [])):
-            for path in files:
-                check_image_file(
-                    Path(path), f"{kind} file (listed in the {split} split of {parser_name} --data {data})"
-                )
+        listed = f"listed in the {split} split of {parser_name} --data {data}"
+        sizes = [check_image_file(Path(path), f"image file ({listed})") for path in outputs[split].image_filenames]
+        for path in outputs[split].mask_filenames or []:
+            check_image_file(Path(path), f"mask file ({listed})")
+        check_image_sizes(outputs[split].image_filenames, sizes, listed, config.pipeline.datamanager)
     return outputs["train"]
 
 
+def check_image_sizes(files: List[Path], sizes: List[Tuple[int, int]], listed: str, datamanager: Any) -> None:
+    """The images of one split, as the datamanager will load them: one size (nerfstudio's image cache stacks them) and
+    at least one pixel per side after --pipeline.datamanager.camera-res-scale-factor (PIL refuses 0 pixels).
+
+    Args:
+        files: the split's image files; sizes: their (width, height); listed: where they are listed (for messages).
+    """
+    factor = float(getattr(datamanager, "camera_res_scale_factor", 1.0))
+    flag = "--pipeline.datamanager.camera-res-scale-factor"
+    for path, (width, height) in zip(files, sizes, strict=True):
+        if int(width * factor) < 1 or int(height * factor) < 1:
+            raise ValueError(
+                f"{path}: a {width}x{height} image becomes {int(width * factor)}x{int(height * factor)} pixels at "
+                f"{flag} {factor:g} ({listed}); use a larger factor or larger images"
+            )
+    if isinstance(datamanager, VanillaDataManagerConfig):
+        for path, size in zip(files, sizes, strict=True):
+            if size != sizes[0]:
+                raise ValueError(
+                    f"{path}: {size[0]}x{size[1]} pixels, but {files[0]} is {sizes[0][0]}x{sizes[0][1]} ({listed}); "
+                    "every image of a split must have the same size"
+                )
+
+
 def check_blender_transforms(path: Path) -> None:
-    """A Blender ``transforms_<split>.json``: valid JSON with ``camera_angle_x`` and a non-empty ``frames`` list whose
-    entries have a ``file_path`` and a 4x4 ``transform_matrix`` (what blender-data reads)."""
+    """A Blender ``transforms_<split>.json``: valid JSON with a ``camera_angle_x`` in (0, pi) and a non-empty ``frames``
+    list whose entries have a ``file_path`` and a 4x4 ``transform_matrix`` that is a camera pose
+    (:func:`check_frame_poses`): what blender-data reads, which it would otherwise train on without a word."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (blender-data reads transforms_train.json and transforms_val.json)")
-    try:
-        meta = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    meta = read_json(path)
     if not isinstance(meta, dict) or not _finite_number(meta.get("camera_angle_x")):
         raise ValueError(f"{path}: expected an object with a number 'camera_angle_x' (horizontal field of view)")
+    angle = meta["camera_angle_x"]
+    if not 0 < angle < math.pi:
+        raise ValueError(
+            f"{path}: camera_angle_x must be a horizontal field of view in radians, between 0 and pi (exclusive), "
+            f"got {angle!r}"
+        )
+    check_frame_poses(path, meta.get("frames"))
+
+
+def check_nerfstudio_transforms(data: Path) -> None:
+    """nerfstudio-data's ``transforms.json`` (``--data`` is the file or its folder): every frame's
+    ``transform_matrix`` is a camera pose (:func:`check_frame_poses`) and the focal lengths present are > 0.
+    Other faults are left to the dataparser (reported by :func:`check_dataset`)."""
+    path = data if data.suffix == ".json" else data / "transforms.json"
+    if not path.is_file():
+        return  # the dataparser names the missing file
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object with a 'frames' list")
     frames = meta.get("frames")
+    check_frame_poses(path, frames)
+    for owner, where in [(meta, "")] + [(frame, f"{frame_label(frames, i)}: ") for i, frame in enumerate(frames)]:
+        for key in ("fl_x", "fl_y"):
+            if key in owner and not _positive_finite(owner[key]):
+                raise ValueError(f"{path}: {where}{key} must be a focal length > 0 (pixels), got {owner[key]!r}")
+
+
+def read_json(path: Path) -> Any:
+    """The parsed JSON of ``path``; ValueError naming the file if it is not valid JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+
+
+def frame_label(frames: list, index: int) -> str:
+    """How messages name a frame of a transforms JSON: ``frames[3] (./train/r_3)``."""
+    file_path = frames[index].get("file_path") if isinstance(frames[index], dict) else None
+    return f"frames[{index}]" + (f" ({file_path})" if isinstance(file_path, str) else "")
+
+
+def check_frame_poses(path: Path, frames: Any) -> None:
+    """``frames`` of a transforms JSON: a non-empty list of objects with a ``file_path`` string and a 4x4
+    ``transform_matrix`` of finite numbers whose 3x3 block is a rotation (up to a uniform scale). A NaN or Inf pose
+    trains a NaN model and an all-zero one a model that sees nothing; both are refused naming the file and frame.
+
+    Raises:
+        ValueError naming ``path`` and the frame (index and file_path).
+    """
     if not isinstance(frames, list) or not frames:
         raise ValueError(f"{path}: expected a non-empty list 'frames'")
     for index, frame in enumerate(frames):
@@ -259,6 +338,33 @@ def check_blender_transforms(path: Path) -> None:
         )
         if not isinstance(frame, dict) or not isinstance(frame.get("file_path"), str) or not shape_ok:
             raise ValueError(f"{path}: frames[{index}] needs a 'file_path' string and a 4x4 'transform_matrix'")
+        label = frame_label(frames, index)
+        values = [value for row in matrix for value in row]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ValueError(f"{path}: {label}: transform_matrix must hold numbers only")
+        if not all(math.isfinite(v) for v in values):
+            bad = next(v for v in values if not math.isfinite(v))
+            raise ValueError(f"{path}: {label}: transform_matrix holds {bad!r}; a camera pose must be finite")
+        deviation = rotation_deviation(torch.tensor(matrix, dtype=torch.float64)[:3, :3])
+        if deviation > ROTATION_TOLERANCE:
+            raise ValueError(
+                f"{path}: {label}: the 3x3 block of transform_matrix is not a rotation (an all-zero or degenerate "
+                f"matrix? max |R^T R / s - I| = {deviation:.3g})"
+            )
+
+
+def rotation_deviation(rotation: Tensor) -> float:
+    """How far a 3x3 matrix is from a rotation times a scale s > 0: max |R^T R / s - I| with s = trace(R^T R) / 3
+    (infinity for a zero matrix).
+
+    Args:
+        rotation: (3, 3) matrix.
+    """
+    gram = rotation.T @ rotation
+    scale = float(torch.trace(gram)) / 3
+    if not scale > 0:
+        return math.inf
+    return float((gram / scale - torch.eye(3, dtype=gram.dtype)).abs().max())
 
 
 def check_dataparser_flags(parser_config: Any) -> None:
@@ -276,8 +382,12 @@ def check_dataparser_flags(parser_config: Any) -> None:
             _require(_positive_finite(value), f"{name} --{_dashes(field_name)}", value, "a number > 0")
 
 
-def check_image_file(path: Path, description: str) -> None:
-    """An image the dataset lists must exist and be a complete image file (PIL's header and checksum check)."""
+def check_image_file(path: Path, description: str) -> Tuple[int, int]:
+    """An image the dataset lists must exist and be a complete image file (PIL's header and checksum check).
+
+    Returns:
+        Its (width, height) in pixels.
+    """
     from PIL import Image
 
     if not path.is_file():
@@ -285,6 +395,7 @@ def check_image_file(path: Path, description: str) -> None:
     try:
         with Image.open(path) as image:
             image.verify()
+            return image.size
     except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, struct.error... on broken files
         raise ValueError(f"{path}: not a readable image (truncated or corrupt?): {error}") from None
 
