@@ -11,7 +11,8 @@ first thing ``ns-train`` does after parsing the command line), so bad input fail
   Camera poses that would train a NaN or blind model without a word (a NaN / Inf or all-zero ``transform_matrix``, a
   ``camera_angle_x`` outside (0, pi)) are refused naming the file and the frame, for Blender's
   ``transforms_<split>.json`` and nerfstudio-data's ``transforms.json`` (llff-data checks its ``poses_bounds.npy``).
-- **Output and checkpoints**: ``--output-dir`` must be creatable, ``--load-dir`` / ``--load-checkpoint`` must exist.
+- **Output and checkpoints**: ``--output-dir`` must be creatable, ``--load-dir`` / ``--load-checkpoint`` must exist;
+  the run folder is claimed for this run (:mod:`run_folder`: another live run or a finished one there is refused).
 - **Near/far planes**: Blender scenes keep vanilla NeRF's planes (2, 6); datasets whose dataparser reports planes
   (llff-data) use those; for other datasets, unless ``--pipeline.model.collider-params`` is set, the planes are taken
   from the training cameras and the scene box (:func:`near_far_from_cameras`) and written into the config (so
@@ -40,6 +41,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
 from nerf_inr_methods.nerfstudio_plugin.offline import raised_by_this_package
+from nerf_inr_methods.nerfstudio_plugin.run_folder import claim_run_folder
 
 BACKGROUND_COLORS = ("random", "last_sample", "black", "white")
 """Values of --pipeline.model.background-color (vanilla NeRF's choices)."""
@@ -187,7 +189,8 @@ def check_checkpoint_flags(config: Any) -> None:
 
 def check_output_dir(config: Any) -> None:
     """The run folder (--output-dir/<experiment>/<method>/<timestamp>) must be creatable; it is created here, as
-    ns-train's save_config would right after."""
+    ns-train's save_config would right after, and claimed for this run (:func:`run_folder.claim_run_folder`: not in
+    use by another live run, and holding no earlier run unless this one resumes it)."""
     base_dir = config.get_base_dir()
     try:
         base_dir.mkdir(parents=True, exist_ok=True)
@@ -197,6 +200,7 @@ def check_output_dir(config: Any) -> None:
         ) from None
     if not os.access(base_dir, os.W_OK | os.X_OK):
         raise ValueError(f"--output-dir {config.output_dir}: the run folder {base_dir} is not writable")
+    claim_run_folder(config)
 
 
 # ----------------------------------------------------------------------------------------------- data

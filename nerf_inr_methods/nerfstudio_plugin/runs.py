@@ -77,11 +77,17 @@ def prepare_config(
 
 
 def train(config: TrainerConfig) -> Path:
-    """Run nerfstudio's training entry point in this process; returns the run's ``config.yml``."""
+    """Run nerfstudio's training entry point in this process; returns the run's ``config.yml``. The run folder's claim
+    (``run_folder``, held for the process's life under ``ns-train``) is released when the run ends."""
     from nerfstudio.scripts.train import main
 
-    with own_event_writers():
-        main(config)
+    from nerf_inr_methods.nerfstudio_plugin.run_folder import release_run_folder
+
+    try:
+        with own_event_writers():
+            main(config)
+    finally:
+        release_run_folder(config.get_base_dir())
     return config.get_base_dir() / "config.yml"
 
 
