@@ -3,8 +3,10 @@
 From a run's ``config.yml`` (any Blender-format run of our methods or nerfstudio's vanilla-nerf), writes into
 ``--output-dir``:
 
-- ``eval.json``: metrics over every test view, as ``ns-eval`` writes them;
-- ``test_views.png``: a few test views, ground truth beside the render, each captioned with its PSNR;
+- ``eval.json``: metrics over every test view, as ``ns-eval`` writes them (with ``--baseline-config``, the second
+  run's under ``"baseline"``);
+- ``test_views.png``: a few test views, ground truth beside the render (and the baseline's render, with
+  ``--baseline-config``), each captioned with its PSNR;
 - ``turntable.gif``: the trained scene on a full orbit around the world's z axis (Blender scenes are z-up and
   centred at the origin), starting at the first test camera, at the training resolution;
 - ``mesh.ply``: ``inr-mesh`` with its default settings, and ``mesh_views.png``: the mesh drawn from the cameras of
@@ -13,8 +15,8 @@ From a run's ``config.yml`` (any Blender-format run of our methods or nerfstudio
 
 Example::
 
-    python -m nerf_inr_methods.demo --load-config outputs/demo/synthetic-demo/iga-nerf/demo/config.yml \\
-        --output-dir outputs/demo
+    python -m nerf_inr_methods.demo --load-config outputs/demo/synthetic-demo/int-map-nerf/demo/config.yml \\
+        --baseline-config outputs/demo/synthetic-demo/inr-nerf/demo/config.yml --output-dir outputs/demo
 """
 
 from __future__ import annotations
@@ -80,18 +82,34 @@ def render_test_views(pipeline: Any, indices: Sequence[int]) -> List[TestView]:
     return views
 
 
-def save_test_views(views: Sequence[TestView], path: Path, title: str) -> Path:
-    """One panel per view, ground truth (left) beside the render (right), captioned with the view's PSNR."""
+def save_test_views(
+    views: Sequence[TestView],
+    path: Path,
+    title: str,
+    baseline_views: Sequence[TestView] | None = None,
+    names: Tuple[str, str] = ("", ""),
+) -> Path:
+    """One panel per view, ground truth (left) beside the render (right), captioned with the view's PSNR.
+
+    With ``baseline_views`` (the same views rendered by a second run), each panel is ground truth | render |
+    baseline's render, captioned with both PSNRs under ``names`` (the run's and the baseline's)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(views), figsize=(3.6 * len(views), 2.4), squeeze=False)
-    for ax, view in zip(axes[0], views, strict=True):
+    columns = 3 if baseline_views is not None else 2
+    fig, axes = plt.subplots(1, len(views), figsize=(1.8 * columns * len(views), 2.6), squeeze=False)
+    for k, (ax, view) in enumerate(zip(axes[0], views, strict=True)):
         gap = np.ones((view.render.shape[0], max(1, view.render.shape[1] // 32), 3))
-        ax.imshow(np.concatenate([view.ground_truth, gap, view.render], axis=1), interpolation="nearest")
-        ax.set_title(f"test view {view.index}: PSNR {view.psnr:.2f} dB", fontsize=10)
+        images = [view.ground_truth, gap, view.render]
+        caption = f"test view {view.index}: PSNR {view.psnr:.2f} dB"
+        if baseline_views is not None:
+            base = baseline_views[k]
+            images += [gap, base.render]
+            caption = f"test view {view.index}, PSNR\n{names[0]} {view.psnr:.2f} dB | {names[1]} {base.psnr:.2f} dB"
+        ax.imshow(np.concatenate(images, axis=1), interpolation="nearest")
+        ax.set_title(caption, fontsize=9)
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -298,20 +316,31 @@ def data_of(config: Any) -> Path | None:
     return datamanager.data or getattr(getattr(datamanager, "dataparser", None), "data", None)
 
 
-def next_commands(config: Any, steps: int) -> List[str]:
-    """Commands to try next: the same training with vanilla NeRF and the comparison, then real data."""
+def next_commands(config: Any, steps: int, baseline_trained: bool = False) -> List[str]:
+    """Commands to try next: the comparison with vanilla NeRF (trained first unless ``baseline_trained``), then
+    real data."""
     schedule = schedule_flags(config)
     preset = matching_preset(config)
     sizes = f"$(python -m nerf_inr_methods.nerfstudio_plugin.presets {preset})" if preset else "<the run's size flags>"
     experiment_dir = Path(config.output_dir) / config.experiment_name
-    return [
-        "# the same training with vanilla NeRF (IGA off), then both compared on the same test views:",
-        f"ns-train inr-nerf {sizes} --max-num-iterations {steps} \\\n"
-        f"      {schedule.strip()} --vis tensorboard --output-dir {config.output_dir} \\\n"
-        f"      --experiment-name {config.experiment_name} --timestamp vanilla blender-data --data {data_of(config)}",
-        f"inr-compare --runs {experiment_dir} --output-dir {experiment_dir / 'comparison'}",
-        "# real data (README, Data): python data_scripts/download.py blender --out data, then",
-        "ns-train iga-nerf $(python -m nerf_inr_methods.nerfstudio_plugin.presets) "
+    compare = f"inr-compare --runs {experiment_dir} --output-dir {experiment_dir / 'comparison'}"
+    if baseline_trained:
+        commands = [
+            "# both runs compared on the same test views (PSNR, SSIM, time; verdicts need several seeds):",
+            compare,
+        ]
+    else:
+        commands = [
+            "# the same training with vanilla NeRF, then both compared on the same test views:",
+            f"ns-train inr-nerf {sizes} --max-num-iterations {steps} \\\n"
+            f"      {schedule.strip()} --vis tensorboard --output-dir {config.output_dir} \\\n"
+            f"      --experiment-name {config.experiment_name} --timestamp vanilla \\\n"
+            f"      blender-data --data {data_of(config)}",
+            compare,
+        ]
+    return commands + [
+        "# real data (README, Training on your data): python data_scripts/download.py blender --out data, then",
+        f"ns-train {config.method_name} $(python -m nerf_inr_methods.nerfstudio_plugin.presets) "
         "blender-data --data data/blender/lego",
     ]
 
@@ -322,6 +351,9 @@ class Demo:
 
     load_config: Path
     """The run's config.yml (written by ns-train)."""
+    baseline_config: Path | None = None
+    """A second run's config.yml on the same data (the demo: vanilla NeRF, inr-nerf): evaluated on every test view
+    and drawn beside the run in test_views.png."""
     output_dir: Path = Path("outputs/demo")
     """Folder for eval.json, test_views.png, turntable.gif, mesh.ply, mesh_views.png and summary.txt."""
     num_views: int = 3
@@ -341,6 +373,8 @@ class Demo:
         from nerf_inr_methods.nerfstudio_plugin.export_mesh import check_load_config
 
         check_load_config(self.load_config)
+        if self.baseline_config is not None:
+            check_load_config(self.baseline_config)
         check_output_dir(self.output_dir, "--output-dir")
         check_positive(self.num_views, "--num-views", 1)
         check_positive(self.turntable_frames, "--turntable-frames", 2)
@@ -360,7 +394,10 @@ class Demo:
         config, pipeline, checkpoint, step = run.config, run.pipeline, run.checkpoint, run.step
         files: Dict[str, Path] = {}
 
-        print("demo: evaluating every test view", flush=True)
+        baseline = None
+        if self.baseline_config is not None:
+            baseline = self.evaluate_baseline(pipeline)
+        print(f"demo: evaluating {config.method_name} on every test view", flush=True)
         metrics = pipeline.get_average_eval_image_metrics(get_std=True)
         eval_json = {
             "experiment_name": config.experiment_name,
@@ -368,14 +405,24 @@ class Demo:
             "checkpoint": str(checkpoint),
             "results": metrics,
         }
+        if baseline is not None:
+            eval_json["baseline"] = {key: baseline[key] for key in ("method_name", "checkpoint", "results")}
         files["metrics"] = out / "eval.json"
         files["metrics"].write_text(json.dumps(eval_json, indent=2))
 
         dataset = pipeline.datamanager.eval_dataset
         indices = spread_indices(self.num_views, len(dataset))
         views = render_test_views(pipeline, indices)
-        title = f"ground truth (left) | {config.method_name} after {step + 1} steps (right)"
-        files["test views"] = save_test_views(views, out / "test_views.png", title)
+        if baseline is None:
+            title = f"ground truth (left) | {config.method_name} after {step + 1} steps (right)"
+            files["test views"] = save_test_views(views, out / "test_views.png", title)
+        else:
+            names = (config.method_name, baseline["method_name"])
+            title = f"ground truth | {names[0]} | {names[1]}, after {step + 1} / {baseline['step'] + 1} steps"
+            files["test views"] = save_test_views(
+                views, out / "test_views.png", title, render_test_views(baseline["pipeline"], indices), names
+            )
+            del baseline["pipeline"]
 
         print(f"demo: rendering a {self.turntable_frames}-frame turntable", flush=True)
         orbit = orbit_cameras(dataset.cameras[indices[0] : indices[0] + 1], self.turntable_frames)
@@ -403,10 +450,35 @@ class Demo:
 
         files["summary"] = out / "summary.txt"
         seconds = training_seconds(run.run_dir)
-        summary = self.summary(config, step, metrics, seconds, time.perf_counter() - start, files, mesh_note)
+        summary = self.summary(
+            config, step, metrics, seconds, time.perf_counter() - start, files, mesh_note, baseline=baseline
+        )
         files["summary"].write_text(summary + "\n")
         print(summary, flush=True)
         return files
+
+    def evaluate_baseline(self, like: Any) -> Dict[str, Any]:
+        """Load the ``--baseline-config`` run and evaluate it on every test view: {"method_name", "checkpoint",
+        "step", "schedule", "results" (metrics), "train_seconds", "pipeline"}; refused if its test split differs in
+        size from that of ``like`` (the run's pipeline)."""
+        from nerf_inr_methods.nerfstudio_plugin.offline import load_run
+
+        run = load_run(Path(self.baseline_config), test_mode="test")
+        if len(run.pipeline.datamanager.eval_dataset) != len(like.datamanager.eval_dataset):
+            raise ValueError(
+                f"--baseline-config: {self.baseline_config} has {len(run.pipeline.datamanager.eval_dataset)} test "
+                f"views, the run {len(like.datamanager.eval_dataset)}: expected a run on the same data"
+            )
+        print(f"demo: evaluating {run.config.method_name} (baseline) on every test view", flush=True)
+        return {
+            "method_name": run.config.method_name,
+            "checkpoint": str(run.checkpoint),
+            "step": run.step,
+            "schedule": schedule_text(run.config),
+            "results": run.pipeline.get_average_eval_image_metrics(get_std=True),
+            "train_seconds": training_seconds(run.run_dir),
+            "pipeline": run.pipeline,
+        }
 
     def summary(
         self,
@@ -417,8 +489,10 @@ class Demo:
         demo_seconds: float,
         files: Dict[str, Path],
         mesh_note: str | None = None,
+        baseline: Dict[str, Any] | None = None,
     ) -> str:
-        """The one-screen summary: what was trained, how well, the next commands, then the files' paths."""
+        """The one-screen summary: what was trained, how well (beside the baseline when given), the next commands,
+        then the files' paths."""
         model = config.pipeline.model
         sizes = f"{config.pipeline.datamanager.train_num_rays_per_batch} rays/step"
         if getattr(model, "iga", False):
@@ -435,10 +509,21 @@ class Demo:
             f"  test views PSNR {metrics['psnr']:.2f} dB (std {metrics.get('psnr_std', float('nan')):.2f}), "
             f"SSIM {ssim:.3f}  (every test view, as ns-eval)",
         ]
+        if baseline is not None:
+            base = baseline["results"]
+            base_ssim = base.get("fine_ssim", base.get("ssim", float("nan")))
+            base_trained = baseline.get("train_seconds")
+            base_time = f"; {base_trained:.0f} s training" if base_trained is not None else ""
+            lines.append(
+                f"  baseline   {baseline['method_name']}, {baseline['step'] + 1} steps, {baseline['schedule']}"
+                f"{base_time}: PSNR {base['psnr']:.2f} dB, SSIM {base_ssim:.3f}; {config.method_name} "
+                f"{metrics['psnr'] - base['psnr']:+.2f} dB (one seed of a short run; converged, paired-seed numbers: "
+                "benchmarks/README.md)"
+            )
         if mesh_note:
             lines.append(f"  mesh       {mesh_note}")
         lines.append("  next")
-        lines += [f"    {command}" for command in next_commands(config, step + 1)]
+        lines += [f"    {command}" for command in next_commands(config, step + 1, baseline is not None)]
         lines.append("  files")
         lines += [f"    {name:<11} {path}" for name, path in files.items()]
         return "\n".join(lines)

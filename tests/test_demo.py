@@ -1,4 +1,5 @@
-"""The demo's pictures without training: view choice, turntable cameras, GIF, mesh drawing, schedule text.
+"""The demo's pictures and summary without training: view choice, turntable cameras, GIF, mesh drawing, schedule
+text, the baseline beside the run.
 
 The demo end to end (`./run.sh demo`) is `test_foundation.py::test_readme_demo_command_runs` (slow).
 """
@@ -117,3 +118,66 @@ def test_schedule_of_an_optimizer_preset_is_described_and_repeatable() -> None:
     )
     config.optimizer = "configured"
     assert demo.schedule_flags(config) == "--optimizers.fields.optimizer.lr 0.0005"
+
+
+def _view(index: int, value: float, psnr: float) -> demo.TestView:
+    image = np.full((24, 32, 3), value)
+    image[6:18, 8:24] = 1.0 - value  # a square, so the panel is not flat
+    return demo.TestView(index=index, ground_truth=image, render=image * 0.9, psnr=psnr)
+
+
+def test_test_views_beside_a_baseline(tmp_path: Path) -> None:
+    """With the baseline's renders, each panel holds ground truth | run | baseline and is wider than without."""
+    from PIL import Image
+
+    views = [_view(0, 0.2, 26.0), _view(6, 0.4, 25.5)]
+    baseline = [_view(0, 0.3, 25.0), _view(6, 0.5, 24.9)]
+    alone = demo.save_test_views(views, tmp_path / "alone.png", "run")
+    both = demo.save_test_views(views, tmp_path / "both.png", "run", baseline, ("int-map-nerf", "inr-nerf"))
+    with Image.open(alone) as a, Image.open(both) as b:
+        assert b.size[0] > 1.3 * a.size[0] and np.asarray(b.convert("RGB")).std() > 10.0
+
+
+def _config(method: str = "int-map-nerf") -> SimpleNamespace:
+    from nerfstudio.engine.optimizers import AdamOptimizerConfig
+    from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
+
+    held = ExponentialDecaySchedulerConfig(lr_pre_warmup=5e-3, warmup_steps=2160, lr_final=3e-4)
+    return SimpleNamespace(
+        method_name=method,
+        experiment_name="synthetic-demo",
+        output_dir=Path("outputs/demo"),
+        optimizer="adam",
+        optimizers={},
+        optimizer_presets={"adam": {"optimizer": AdamOptimizerConfig(lr=5e-3), "scheduler": held}},
+        pipeline=SimpleNamespace(
+            datamanager=SimpleNamespace(data=Path("data/synthetic-demo"), train_num_rays_per_batch=256),
+            model=SimpleNamespace(iga=False, num_coarse_samples=16, num_importance_samples=16),
+        ),
+    )
+
+
+def test_next_commands_compare_the_trained_baseline_and_name_the_method() -> None:
+    config = _config()
+    trained = demo.next_commands(config, 3600, baseline_trained=True)
+    assert not any(line.startswith("ns-train inr-nerf") for line in trained)
+    assert any(line.startswith("inr-compare --runs outputs/demo/synthetic-demo") for line in trained)
+    assert trained[-1].startswith("ns-train int-map-nerf ")
+    untrained = demo.next_commands(config, 3600)
+    assert any(line.startswith("ns-train inr-nerf") for line in untrained)
+
+
+def test_summary_reports_both_runs_and_the_difference() -> None:
+    baseline = {
+        "method_name": "inr-nerf",
+        "step": 3599,
+        "schedule": "Adam lr 0.005 for 2160 steps, then -> 0.0003 (exponential decay)",
+        "results": {"psnr": 25.10, "fine_ssim": 0.95},
+        "train_seconds": 290.0,
+    }
+    files = {"test views": Path("outputs/demo/test_views.png")}
+    metrics = {"psnr": 25.60, "psnr_std": 1.0, "fine_ssim": 0.955}
+    text = demo.Demo(load_config=Path("c.yml")).summary(_config(), 3599, metrics, 300.0, 60.0, files, None, baseline)
+    assert "PSNR 25.60 dB" in text and "inr-nerf, 3600 steps" in text and "PSNR 25.10 dB" in text
+    assert "int-map-nerf +0.50 dB" in text
+    assert text.splitlines()[-1].strip().endswith("outputs/demo/test_views.png")
