@@ -18,8 +18,8 @@ it through its entry points in ``ns-train``, ``ns-eval`` and ``ns-render``):
   (:func:`nerf_inr_methods.safe_io.allow_checkpoint_types`).
 - nerfstudio reads ``config.yml`` with PyYAML's unsafe loader (``eval_setup``: ``ns-eval``, ``ns-render``,
   ``ns-viewer``, ``ns-export``; ``ns-train --load-config``), which runs ``!!python/object/apply`` tags. Those calls
-  are routed to :class:`nerf_inr_methods.safe_io.ConfigLoader`, which builds only the classes a genuine config
-  holds (:func:`nerf_inr_methods.safe_io.install_safe_yaml_for_nerfstudio`).
+  are routed to the typed allow-list loader of :mod:`config_loader` (only the classes registered methods' configs
+  hold), and nerfstudio's checkpoint loads, pickled numpy files and COLMAP downscaling go through :mod:`file_guards`.
 
 :func:`safe_eval_setup` is nerfstudio's ``eval_setup`` with both files loaded by ``safe_io`` and one clear error per
 bad input; :func:`load_run` is it on a run folder that may have moved since training (``inr-mesh`` and the demo).
@@ -48,6 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from nerf_inr_methods import safe_io
+from nerf_inr_methods.nerfstudio_plugin import config_loader, file_guards
 from nerf_inr_methods.nerfstudio_plugin.warning_filters import filter_third_party_warnings
 
 LPIPS_MISSING_NOTE = (
@@ -190,7 +191,8 @@ def install() -> None:
         return
     _installed = True
     safe_io.allow_checkpoint_types()
-    safe_io.install_safe_yaml_for_nerfstudio()
+    config_loader.install_safe_yaml_for_nerfstudio()
+    file_guards.install()
     filter_third_party_warnings()
     install_bad_input_hook()
 
@@ -243,7 +245,7 @@ def safe_eval_setup(
 ) -> tuple[Any, Any, Path, int]:
     """nerfstudio's ``eval_setup`` with safe loading and one clear error per bad input, checked before the long part.
 
-    The config is read with :func:`nerf_inr_methods.safe_io.load_run_config` (allow-listed classes only) and the
+    The config is read with :func:`config_loader.load_run_config` (allow-listed classes only) and the
     newest checkpoint with :func:`nerf_inr_methods.safe_io.safe_torch_load` (plain weights only; a truncated file is
     named), both before the pipeline (and its dataset) is set up.
 
@@ -258,7 +260,7 @@ def safe_eval_setup(
     from nerfstudio.pipelines.base_pipeline import Pipeline
 
     config_path = Path(config_path)
-    config = safe_io.load_run_config(config_path)
+    config = config_loader.load_run_config(config_path)
     if config.method_name not in all_methods:
         raise ValueError(
             f"{config_path}: method {config.method_name!r} is not installed here "

@@ -58,13 +58,10 @@ def find_run_configs(paths: Sequence[Path]) -> List[Path]:
 
 
 def load_run_config(config_path: Path) -> Any:
-    """The TrainerConfig saved in a run's config.yml (nerfstudio's own yaml format, read by the safe loader)."""
-    from nerf_inr_methods.safe_io import load_config_file
+    """The TrainerConfig saved in a run's config.yml (read by the typed allow-list loader)."""
+    from nerf_inr_methods.nerfstudio_plugin.config_loader import load_run_config as load_safely
 
-    config = load_config_file(config_path)
-    if not hasattr(config, "method_name") or not hasattr(config, "pipeline"):
-        raise ValueError(f"{config_path} is not a nerfstudio run config (no method_name / pipeline)")
-    return config
+    return load_safely(config_path)
 
 
 def flatten_config(obj: Any, prefix: str = "") -> Dict[str, str]:
