@@ -77,6 +77,33 @@ def check_positive(value: Any, flag: str, minimum: float = 1, integer: bool = Tr
         raise ValueError(f"{flag} must be a finite number >= {minimum:g}, got {value!r}")
 
 
+def check_device(device: str, flag: str) -> None:
+    """Refuse a torch device string this machine cannot use (``cuda:7`` with one GPU or none, ``mps`` off macOS, a
+    misspelt name), naming the flag. CUDA and MPS are asked without creating a context (a CUDA context in the process
+    that launches per-GPU workers would hold memory on GPU 0); other device types get a one-element tensor."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"{flag} {device}: not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
+    try:
+        if parsed.type == "meta":
+            raise RuntimeError("meta tensors hold no values")
+        if parsed.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if count == 0 or (parsed.index or 0) >= count:
+                raise RuntimeError(f"this machine has {count} CUDA device{'s' * (count != 1)}")
+        elif parsed.type == "mps":
+            if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+                raise RuntimeError("MPS is not available here")
+        elif parsed.type != "cpu":
+            torch.empty(1, device=parsed)
+    except Exception as error:  # RuntimeError (no driver), AssertionError (torch built without it)...
+        reason = _one_line(str(error)).split(". ")[0][:160] or type(error).__name__
+        raise ValueError(f"{flag} {device}: torch cannot use this device here ({reason}); use {flag} cpu") from None
+
+
 def allowed_values(annotation: Any) -> tuple[Any, ...] | None:
     """The values a ``Literal`` annotation allows (with None for ``Literal[...] | None``); None for other types."""
     if typing.get_origin(annotation) is Literal:

@@ -63,6 +63,16 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     broken.mkdir(parents=True)
     (broken / "step_0000002.pt").write_bytes(final.read_bytes()[:2000])
 
+    # a checkpoint of 160 KB cut to 5 KB and 40 KB: torch's zip reader fails with "OSError: [Errno 22]" (naming no
+    # file) on cuts between ~5 and 66 KB, where shorter and longer cuts fail otherwise
+    torch.save({"step": 2, "pipeline": {"w": torch.zeros(40_000)}, "optimizers": {}, "scalers": {}}, tmp / "big.pt")
+    big = (tmp / "big.pt").read_bytes()
+    (tmp / "truncated-5k.pt").write_bytes(big[:5_000])
+    (tmp / "truncated-40k.pt").write_bytes(big[:40_000])
+    broken_5k = tmp / "shapes" / "broken5k" / "checkpoints"
+    broken_5k.mkdir(parents=True)
+    (broken_5k / "step_0000002.pt").write_bytes(big[:5_000])
+
     # nerfstudio run folders: genuine config, truncated checkpoint / none / garbage / not a run / unknown method
     config = method_config("inr-nerf")
     config.pipeline.datamanager.data = tmp
@@ -74,11 +84,14 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         ("garbage", "this: [is not\n  yaml: at all"),
         ("notrun", "a: 1\n"),
         ("unknown", genuine.replace("method_name: inr-nerf", "method_name: no-such-method")),
+        ("cut5k", genuine),
     ):
         (runs / name).mkdir(parents=True)
         (runs / name / "config.yml").write_text(text)
     (runs / "ok" / "nerfstudio_models").mkdir()
     (runs / "ok" / "nerfstudio_models" / "step-000000001.ckpt").write_bytes(final.read_bytes()[:2000])
+    (runs / "cut5k" / "nerfstudio_models").mkdir()
+    (runs / "cut5k" / "nerfstudio_models" / "step-000000001.ckpt").write_bytes(big[:5_000])
     (runs / "single" / "deep").mkdir(parents=True)
     (runs / "single" / "deep" / "config.yml").write_text(genuine)
     return {
@@ -147,6 +160,10 @@ CASES: list[tuple[str, str, list[str], str]] = [
         "--voxel-resolution",
     ),
     ("fit-pool-size-huge", "inr-shape", [*FIT, "--points", "pool", "--pool-size", "1000000000000"], "--pool-size"),
+    # inr-shape: devices torch cannot use here (issue 40: were raw tracebacks)
+    ("fit-device-cuda-7", "inr-shape", [*FIT, "--device", "cuda:7"], "--device cuda:7"),
+    ("fit-device-unknown", "inr-shape", [*FIT, "--device", "banana"], "--device banana"),
+    ("extract-device-cuda-7", "inr-shape", [*EXTRACT, "--device", "cuda:7"], "--device cuda:7"),
     # inr-shape fit: output folder, resume
     ("fit-output-dir-under-a-file", "inr-shape", [*FIT, "--output-dir", "{tmp}/a-file/out"], "--output-dir"),
     ("fit-output-dir-unwritable", "inr-shape", [*FIT, "--output-dir", "{unwritable}/out"], "--output-dir"),
@@ -169,11 +186,19 @@ CASES: list[tuple[str, str, list[str], str]] = [
         [*FIT, "--output-dir", "{out}", "--resume", "--run-name", "broken"],
         "{out}/broken/checkpoints",
     ),
+    (
+        "fit-resume-checkpoint-cut-to-5k",
+        "inr-shape",
+        [*FIT, "--output-dir", "{out}", "--resume", "--run-name", "broken5k"],
+        "{out}/broken5k/checkpoints/step_0000002.pt",
+    ),
     # inr-shape extract
     ("extract-missing-checkpoint", "inr-shape", ["extract", "--checkpoint", "{tmp}/missing.pt"], "--checkpoint"),
     ("extract-checkpoint-is-folder", "inr-shape", ["extract", "--checkpoint", "{out}/done"], "final.pt"),
     ("extract-truncated-checkpoint", "inr-shape", ["extract", "--checkpoint", "{tmp}/truncated.pt"], "truncated.pt"),
     ("extract-text-checkpoint", "inr-shape", ["extract", "--checkpoint", "{tmp}/text.pt"], "{tmp}/text.pt"),
+    ("extract-checkpoint-cut-to-5k", "inr-shape", ["extract", "--checkpoint", "{tmp}/truncated-5k.pt"], "5k.pt"),
+    ("extract-checkpoint-cut-to-40k", "inr-shape", ["extract", "--checkpoint", "{tmp}/truncated-40k.pt"], "40k.pt"),
     ("extract-other-checkpoint", "inr-shape", ["extract", "--checkpoint", "{tmp}/other.pt"], "{tmp}/other.pt"),
     ("extract-resolution-100000", "inr-shape", [*EXTRACT, "--resolution", "100000"], "--resolution"),
     ("extract-resolution-one", "inr-shape", [*EXTRACT, "--resolution", "1"], "--resolution"),
@@ -191,6 +216,7 @@ CASES: list[tuple[str, str, list[str], str]] = [
     ("mesh-unknown-method", "inr-mesh", ["--load-config", "{runs}/unknown/config.yml"], "no-such-method"),
     ("mesh-truncated-checkpoint", "inr-mesh", [*MESH], "step-000000001.ckpt"),
     ("mesh-no-checkpoint", "inr-mesh", ["--load-config", "{runs}/nockpt/config.yml"], "{runs}/nockpt"),
+    ("mesh-checkpoint-cut-to-5k", "inr-mesh", ["--load-config", "{runs}/cut5k/config.yml"], "cut5k/nerfstudio_models"),
     ("mesh-resolution-zero", "inr-mesh", [*MESH, "--resolution", "0"], "--resolution"),
     ("mesh-resolution-100000", "inr-mesh", [*MESH, "--resolution", "100000"], "--resolution"),
     ("mesh-chunk-size-zero", "inr-mesh", [*MESH, "--chunk-size", "0"], "--chunk-size"),
@@ -204,6 +230,18 @@ CASES: list[tuple[str, str, list[str], str]] = [
     ("compare-missing-runs", "inr-compare", ["--runs", "{tmp}/missing"], "--runs"),
     ("compare-no-config-below", "inr-compare", ["--runs", "{tmp}/folder"], "--runs"),
     ("compare-garbage-config", "inr-compare", ["--runs", "{runs}/garbage/config.yml"], "garbage/config.yml"),
+    (
+        "compare-checkpoint-cut-to-5k",
+        "inr-compare",
+        ["--runs", "{runs}/cut5k/config.yml", "--output-dir", "{tmp}/cmp"],
+        "{runs}/cut5k/nerfstudio_models/step-000000001.ckpt",
+    ),
+    (
+        "compare-truncated-checkpoint",
+        "inr-compare",
+        ["--runs", "{runs}/ok", "--output-dir", "{tmp}/cmp"],
+        "{runs}/ok/nerfstudio_models/step-000000001.ckpt",
+    ),
 ]
 
 
@@ -219,6 +257,8 @@ def test_bad_input_gives_one_line_naming_the_culprit(
 ) -> None:
     if "{unwritable}" in " ".join(args) and not files["unwritable"]:
         pytest.skip("no folder here is unwritable for this user")
+    if "cuda:7" in args and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
     argv = [program] + [a.format(**files) for a in args]
     monkeypatch.setattr(sys, "argv", argv)
     monkeypatch.setenv("NIM_LPIPS", "off")

@@ -387,3 +387,30 @@ def test_ns_train_prints_one_line_and_exits_2(case: Case, culprit: str, tiny_sce
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and errors[0].startswith("ns-train: error: ") and culprit in errors[0], result.stderr
     assert "Config" not in result.stdout  # refused before nerfstudio's config dump
+
+
+@pytest.mark.parametrize("cut", [5_000, 30_000, 66_000, 100_000])
+def test_load_dir_skips_a_newest_checkpoint_cut_short(cut: int, tmp_path: Path) -> None:
+    """--load-dir resumes from the newest checkpoint that loads: one cut to 5-66 KB (where torch's zip reader fails
+    with "OSError: [Errno 22]") is skipped like longer cuts, with one warning naming it; alone, it is refused naming
+    the folder and the file (issue 40)."""
+    from nerfstudio.utils.rich_utils import CONSOLE
+
+    from nerf_inr_methods.nerfstudio_plugin.checkpoints import newest_loadable_checkpoint
+    from nerf_inr_methods.nerfstudio_plugin.offline import bad_input_message
+
+    state = {"step": 2, "pipeline": {"w": torch.zeros(40_000)}, "optimizers": {}, "scalers": {}}
+    torch.save(state, tmp_path / "step-000000002.ckpt")
+    newest = tmp_path / "step-000000009.ckpt"
+    newest.write_bytes((tmp_path / "step-000000002.ckpt").read_bytes()[:cut])
+    with CONSOLE.capture() as capture:
+        path, loaded = newest_loadable_checkpoint(tmp_path)
+    assert path.name == "step-000000002.ckpt" and loaded["step"] == 2
+    warnings = [line for line in capture.get().splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "skipping step-000000009.ckpt" in warnings[0], capture.get()
+
+    (tmp_path / "step-000000002.ckpt").unlink()
+    with pytest.raises(ValueError) as info:
+        newest_loadable_checkpoint(tmp_path)
+    message = bad_input_message(info.value)
+    assert message is not None and f"--load-dir {tmp_path}" in message and str(newest) in message, message

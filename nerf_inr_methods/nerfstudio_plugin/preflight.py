@@ -40,6 +40,7 @@ from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataPars
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
+from nerf_inr_methods import cli
 from nerf_inr_methods.nerfstudio_plugin.offline import raised_by_this_package
 from nerf_inr_methods.nerfstudio_plugin.run_folder import claim_run_folder
 
@@ -143,11 +144,8 @@ def check_model_flags(model: Any) -> None:
 
 
 def check_device(device_type: str) -> None:
-    """--machine.device-type must name a device this machine has."""
-    if device_type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--machine.device-type cuda: no CUDA device is available here; use --machine.device-type cpu")
-    if device_type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ValueError("--machine.device-type mps: no MPS device is available here; use --machine.device-type cpu")
+    """--machine.device-type must name a device this machine has (:func:`nerf_inr_methods.cli.check_device`)."""
+    cli.check_device(device_type, "--machine.device-type")
 
 
 def check_optimizers(config: Any) -> None:

@@ -24,7 +24,7 @@ from typing import Literal
 import tyro
 
 from nerf_inr_methods import mesh as meshlib
-from nerf_inr_methods.cli import check_output_file, check_positive, exit_on_bad_input
+from nerf_inr_methods.cli import check_device, check_output_file, check_positive, exit_on_bad_input
 
 from .config import ShapeFitConfig
 from .metrics import voxel_center_bounds
@@ -69,6 +69,7 @@ class ExtractConfig:
             raise ValueError(f"--checkpoint {checkpoint} is a folder, expected a checkpoint file{hint}")
         check_positive(self.resolution, "--resolution", 2)
         check_positive(self.chunk_size, "--chunk-size", 1)
+        check_device(self.device, "--device")
         if self.level is not None and not math.isfinite(self.level):
             raise ValueError(f"--level must be a finite number, got {self.level}")
         meshlib.check_grid_memory(self.resolution, "--resolution")

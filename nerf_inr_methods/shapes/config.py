@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from nerf_inr_methods.cli import check_choices, check_positive
+from nerf_inr_methods.cli import check_choices, check_device, check_positive
 from nerf_inr_methods.core.esgd import ESGDConfig, default_lr
 from nerf_inr_methods.core.int_sampler import IntSamplerConfig, SamplerName, SamplerOptionError, SamplerParameters
 from nerf_inr_methods.core.int_selection import IntervalKind, RatioKind
@@ -321,6 +321,7 @@ def validate_config(cfg: ShapeFitConfig) -> None:
     raise ValueError naming the offending flag."""
     if cfg.task == "sdf" and cfg.loss == "bce":
         raise ValueError("--loss bce needs --task occupancy (BCE trains occupancy logits)")
+    check_device(cfg.device, "--device")
     for flag, value in (("--width", cfg.width), ("--depth", cfg.depth), ("--steps", cfg.steps)):
         check_positive(value, flag)
     check_positive(cfg.pe_frequencies, "--pe-frequencies", 0)

@@ -513,6 +513,7 @@ def latest_resumable_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]]:
     if (ckpt_dir / "interrupted.pt").exists():
         candidates.append((-1, ckpt_dir / "interrupted.pt"))  # its step is inside
     best: tuple[int, Path, dict[str, Any]] | None = None
+    skipped: list[str] = []
     for listed_step, path in sorted(candidates, key=lambda c: (c[0] < 0, c[0]), reverse=True):  # interrupted first
         if best is not None and listed_step >= 0 and listed_step <= best[0]:
             break
@@ -521,15 +522,18 @@ def latest_resumable_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]]:
         except RefusedFileError:
             raise
         except ValueError as error:
+            skipped.append(str(error))
             warnings.warn(f"--resume: skipping {path}: {error}", stacklevel=2)
             continue
         if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or not ckpt.get("resume"):
+            skipped.append(f"{path} is not an inr-shape checkpoint with a resume state")
             warnings.warn(f"--resume: skipping {path}: not an inr-shape checkpoint with a resume state", stacklevel=2)
             continue
         if best is None or int(ckpt["step"]) > best[0]:
             best = (int(ckpt["step"]), path, ckpt)
     if best is None:
-        raise ValueError(f"--resume: no checkpoint in {ckpt_dir} can be resumed")
+        reason = f" ({skipped[0]})" if skipped else " (no step_*.pt or interrupted.pt)"
+        raise ValueError(f"--resume: no checkpoint in {ckpt_dir} can be resumed{reason}")
     return best[1], best[2]
 
 

@@ -12,7 +12,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 
-from nerf_inr_methods.nerfstudio_plugin.offline import drop_unavailable_metrics, relocate
+from nerf_inr_methods.nerfstudio_plugin.offline import drop_unavailable_metrics, load_run
 
 
 def parse_views(spec: str, n_views: int) -> List[int]:
@@ -111,10 +111,11 @@ def evaluate_run(
         description: label of the progress bar (shown on a terminal only).
     """
     from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader
-    from nerfstudio.utils.eval_utils import eval_setup
 
-    run_dir = Path(config_path).resolve().parent
-    _, pipeline, _, step = eval_setup(Path(config_path), test_mode="test", update_config_callback=relocate(run_dir))
+    # the package's eval_setup: the checkpoint is loaded (and a truncated or refused one named) before the dataset
+    loaded = load_run(Path(config_path), test_mode="test")
+    pipeline, step = loaded.pipeline, loaded.step
+    del loaded  # the pipeline is freed below
     try:
         model = pipeline.model
         dataset = pipeline.datamanager.eval_dataset
