@@ -1,7 +1,6 @@
-"""Make nerfstudio usable offline and under torch >= 2.6 checkpoint loading.
+"""LPIPS offline, one-line bad input, and nerfstudio's ``eval_setup`` with safe loading.
 
-Two process-wide fixes, installed by :func:`install` when this plugin package is imported (nerfstudio imports
-it through its entry points in ``ns-train``, ``ns-eval`` and ``ns-render``):
+The process-wide changes below are listed, and installed, by :mod:`patches` (:func:`install` here is its alias):
 
 - LPIPS becomes lazy. nerfstudio models build torchmetrics' LPIPS in ``populate_modules``, which downloads the
   AlexNet backbone (``alexnet-owt-7be5be79.pth``) and crashes with no network. :class:`LazyLPIPS` builds the
@@ -12,26 +11,14 @@ it through its entry points in ``ns-train``, ``ns-eval`` and ``ns-render``):
 
   and copy ``$TORCH_HOME/hub/checkpoints/alexnet-owt-7be5be79.pth`` (default ``~/.cache/torch``) to the
   same place on the offline machine. Set ``NIM_LPIPS=off`` to skip LPIPS without trying.
-- torch >= 2.6 loads checkpoints with ``weights_only=True``; nerfstudio checkpoints whose scheduler state holds
-  numpy floats (nerfstudio issue 3683) then fail in ``ns-eval``/``ns-render``/resume. Instead of turning the
-  safety off, the numpy scalar types are added to torch's allow-list of safe globals
-  (:func:`nerf_inr_methods.safe_io.allow_checkpoint_types`).
-- nerfstudio reads ``config.yml`` with PyYAML's unsafe loader (``eval_setup``: ``ns-eval``, ``ns-render``,
-  ``ns-viewer``, ``ns-export``; ``ns-train --load-config``), which runs ``!!python/object/apply`` tags. Those calls
-  are routed to the typed allow-list loader of :mod:`config_loader` (only the classes registered methods' configs
-  hold), and nerfstudio's checkpoint loads, pickled numpy files and COLMAP downscaling go through :mod:`file_guards`.
-
-:func:`safe_eval_setup` is nerfstudio's ``eval_setup`` with both files loaded by ``safe_io`` and one clear error per
-bad input; :func:`load_run` is it on a run folder that may have moved since training (``inr-mesh`` and the demo).
-
-Two more for the console:
-
 - Bad input reaches the user as one line. ``ns-train`` lets every exception out as a traceback (after the config
   dump); :func:`install_bad_input_hook` makes ``sys.excepthook`` print a ``ValueError`` / ``FileNotFoundError``
   *raised by this package* (our checks name the flag or file: ``preflight``, dataparsers, configs) as
   ``<program>: error: <message>`` and exit with status 2. Every other exception, including a ValueError raised
   inside nerfstudio or torch, keeps its traceback; ``NIM_TRACEBACK=1`` shows the traceback of ours too.
-- Known third-party warnings are filtered (:mod:`warning_filters`).
+
+:func:`safe_eval_setup` is nerfstudio's ``eval_setup`` with the config and checkpoint loaded safely and one clear error
+per bad input; :func:`load_run` is it on a run folder that may have moved since training (``inr-mesh``, the demo).
 """
 
 from __future__ import annotations
@@ -48,8 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from nerf_inr_methods import safe_io
-from nerf_inr_methods.nerfstudio_plugin import config_loader, file_guards
-from nerf_inr_methods.nerfstudio_plugin.warning_filters import filter_third_party_warnings
+from nerf_inr_methods.nerfstudio_plugin import config_loader
 
 LPIPS_MISSING_NOTE = (
     "LPIPS omitted: its AlexNet weights (alexnet-owt-7be5be79.pth) are not available offline. "
@@ -181,27 +167,16 @@ def install_bad_input_hook() -> None:
     sys.excepthook = excepthook
 
 
-_installed = False
-
-
-def install() -> None:
-    """Install the fixes (idempotent). Called when nerfstudio loads our method configs (entry points)."""
-    global _installed
-    if _installed:
-        return
-    _installed = True
-    safe_io.allow_checkpoint_types()
-    config_loader.install_safe_yaml_for_nerfstudio()
-    file_guards.install()
-    filter_third_party_warnings()
-    install_bad_input_hook()
-
+def install_lazy_lpips() -> None:
+    """torchmetrics' LPIPS becomes :class:`LazyLPIPS`; ``VanillaPipeline``'s two eval-metric methods drop an
+    unavailable LPIPS from their results (:func:`drop_unavailable_metrics`). Idempotent."""
     import torchmetrics.image.lpip as lpip_module
+    from nerfstudio.pipelines.base_pipeline import VanillaPipeline
 
+    if lpip_module.LearnedPerceptualImagePatchSimilarity is LazyLPIPS:
+        return
     _real_lpips_class()
     lpip_module.LearnedPerceptualImagePatchSimilarity = LazyLPIPS  # type: ignore[misc]
-
-    from nerfstudio.pipelines.base_pipeline import VanillaPipeline
 
     original_average = VanillaPipeline.get_average_eval_image_metrics
     original_single = VanillaPipeline.get_eval_image_metrics_and_images
@@ -215,6 +190,14 @@ def install() -> None:
 
     VanillaPipeline.get_average_eval_image_metrics = get_average_eval_image_metrics  # type: ignore[method-assign]
     VanillaPipeline.get_eval_image_metrics_and_images = get_eval_image_metrics_and_images  # type: ignore
+
+
+def install() -> None:
+    """Install what the package changes in nerfstudio (:func:`patches.install`; idempotent). Called when nerfstudio
+    loads our method configs through the entry points."""
+    from nerf_inr_methods.nerfstudio_plugin import patches
+
+    patches.install()
 
 
 def latest_checkpoint(checkpoint_dir: Path, source: str) -> tuple[Path, int]:
