@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Tuple, Type
+from typing import Any, ClassVar, Dict, List, Literal, Tuple, Type
 
 import torch
 from nerfstudio.cameras.rays import RayBundle, RaySamples
@@ -120,6 +120,9 @@ class InrNeRFModel(NeRFModel):
     """Vanilla NeRF whose training outputs also expose the fine samples and weights (for IGA)."""
 
     config: InrNeRFModelConfig
+    takes_ray_loss_weights: ClassVar[bool] = True
+    """Its coarse and fine MSE weight each ray by batch["ray_loss_weights"] (InrPipeline's soft / error-map
+    samplers)."""
 
     def populate_modules(self) -> None:
         if self.config.enable_temporal_distortion:

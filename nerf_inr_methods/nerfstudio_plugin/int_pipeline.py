@@ -1,8 +1,18 @@
 """INT for NeRF: the pipeline trains each step on the rays an INT-family sampler picks from a candidate pool.
 
 INT (methods.md section 1) lives at the pipeline level: rays are chosen before the model's forward, so it composes
-with every model switch (IGA, Gaussian field) and with custom trainers (ESGD). With ``int_enabled`` off, the
-pipeline is nerfstudio's ``VanillaPipeline`` call for call (same batches, same random numbers).
+with every model switch (IGA, Gaussian field), with custom trainers (ESGD) and with any ray-based nerfstudio model
+(our vanilla NeRF ``InrNeRFModel``, nerfacto's ``InrNerfactoModel``). With ``int_enabled`` off, the pipeline is
+nerfstudio's ``VanillaPipeline`` call for call (same batches, same random numbers).
+
+What a model needs: a forward on a flat ray bundle with ``rgb`` (n, 3) and ``accumulation`` (n, 1) outputs (or
+``rgb_fine`` / ``accumulation_fine``, preferred when present) and nerfstudio's ``renderer_rgb``, whose
+``blend_background_for_loss_computation`` gives the scores the loss's background blending; for the samplers that
+weight rays (``soft``, ``error-map`` with ``int_alpha`` > 0), a ``get_loss_dict`` that weights its RGB term by
+``batch["ray_loss_weights"]`` (n,) (``core.int_sampler.weighted_mse``) and the class attribute
+``takes_ray_loss_weights = True`` (the pipeline refuses, naming the flag, a model without it: its weights would be
+dropped silently). :func:`error_map_pipeline` turns any ``VanillaPipelineConfig`` into this pipeline with the error
+map on. Methods that do not train on ray batches (splatfacto renders whole images) are out of scope.
 
 The policy (candidate pool, scores, selection, no-starvation guard, schedules, samplers, state) is the framework-free
 :class:`nerf_inr_methods.core.int_sampler.IntSampler`; this module only translates: a "point" is a ray, i.e. a pixel
@@ -156,6 +166,36 @@ class InrPipelineConfig(InrSamplerFlags):
             raise ValueError(f"--pipeline.int-{exc.field.replace('_', '-')} {exc.problem}") from None
 
 
+ERROR_MAP_SETTINGS: Dict[str, Any] = {
+    "int_enabled": True,
+    "int_sampler": "error-map",
+    "int_ratio_kind": "constant",
+    "int_r0": 1.0,
+    "int_pool_batches": 4,
+}
+"""The int-map-* methods' pipeline flags: every step trains a full batch of B rays drawn by the error map from a fresh
+pool of 4 B candidates, each ray's loss importance-weighted."""
+
+
+def error_map_pipeline(pipeline: VanillaPipelineConfig, **flags: Any) -> InrPipelineConfig:
+    """``pipeline`` (a nerfstudio ``VanillaPipelineConfig``: its datamanager, model and the rest) as an
+    :class:`InrPipelineConfig` that draws every training batch by the error map (:data:`ERROR_MAP_SETTINGS`).
+
+    The model must take per-ray loss weights (``takes_ray_loss_weights``; see the module docstring) and the
+    datamanager must give ray batches with ``indices`` (nerfstudio's VanillaDataManager does).
+
+    Args:
+        pipeline: the method's pipeline config (not modified).
+        flags: further ``int_*`` fields, e.g. ``int_error_map_cell=8``; they override the error-map settings.
+    """
+    copied = {
+        f.name: getattr(pipeline, f.name)
+        for f in dataclasses.fields(VanillaPipelineConfig)
+        if f.init and f.name != "_target"
+    }
+    return InrPipelineConfig(**copied, **{**ERROR_MAP_SETTINGS, **flags})
+
+
 class TrainLosses(NamedTuple):
     """One training step of :class:`InrPipeline` for trainers: nerfstudio's three values and the curvature loss."""
 
@@ -175,11 +215,19 @@ class InrPipeline(VanillaPipeline):
     def __init__(self, config: InrPipelineConfig, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         self._sampler_config = config.int_sampler_config()
-        if config.int_enabled and self._sampler_config.weights_loss and getattr(config.model, "iga", False):
-            raise ValueError(
-                f"--pipeline.int-sampler {self._sampler_config.sampler} weights each ray's loss, which IGA's surrogate "
-                "loss does not take: set --pipeline.int-alpha 0 or --pipeline.model.iga False"
-            )
+        if config.int_enabled and self._sampler_config.weights_loss:
+            if getattr(config.model, "iga", False):
+                raise ValueError(
+                    f"--pipeline.int-sampler {self._sampler_config.sampler} weights each ray's loss, which IGA's "
+                    "surrogate loss does not take: set --pipeline.int-alpha 0 or --pipeline.model.iga False"
+                )
+            if not getattr(self.model, "takes_ray_loss_weights", False):
+                raise ValueError(
+                    f"--pipeline.int-sampler {self._sampler_config.sampler} weights each ray's loss "
+                    f"(batch[{LOSS_WEIGHTS_KEY!r}]), which {type(self.model).__name__} does not declare it takes "
+                    "(takes_ray_loss_weights): set --pipeline.int-alpha 0, or use a model whose get_loss_dict weights "
+                    "its RGB term (see int_pipeline's module docstring)"
+                )
         self._total_steps: int | None = config.int_total_steps
         self._total_steps_origin = "--pipeline.int-total-steps" if config.int_total_steps is not None else ""
         self.int_sampler: IntSampler | None = None
@@ -418,16 +466,25 @@ class InrPipeline(VanillaPipeline):
     def _score_pool(self, positions: Tensor) -> Tensor:
         """(m,) INT scores of the pool rays at ``positions`` from a no-grad forward."""
         assert self._pool_rays is not None and self._pool_batch is not None
+        # always a copy of the pool's rays: a model may move a training forward's rays in place (nerfacto's camera
+        # optimizer), which must not touch the rays the pool trains later
+        rays = self._pool_rays[positions]
         whole = positions.numel() == len(self._pool_rays)
-        rays = self._pool_rays if whole else self._pool_rays[positions]
         batch = self._pool_batch if whole else {k: v[positions.to(v.device)] for k, v in self._pool_batch.items()}
         with torch.no_grad():
             return self._ray_errors(self.model(rays), batch).to(self.device)
 
     def _ray_errors(self, outputs: Dict[str, Any], batch: Dict[str, Tensor]) -> Tensor:
-        """(n,) INT scores: L1 error of the rendered colour (fine if present) against the blended ground truth."""
+        """(n,) INT scores: L1 error of the rendered colour (fine if present) against the ground truth, the background
+        blended as the model's RGB loss blends it (its ``renderer_rgb``)."""
         suffix = "_fine" if "rgb_fine" in outputs else ""
-        pred, target = self.model.renderer_rgb.blend_background_for_loss_computation(
+        renderer = getattr(self.model, "renderer_rgb", None)
+        if renderer is None or f"rgb{suffix}" not in outputs or f"accumulation{suffix}" not in outputs:
+            raise ValueError(
+                f"INT scores rays by the rendered colour: {type(self.model).__name__} needs a renderer_rgb "
+                f"(nerfstudio's RGBRenderer) and 'rgb' / 'accumulation' outputs, got outputs {sorted(outputs)}"
+            )
+        pred, target = renderer.blend_background_for_loss_computation(
             pred_image=outputs[f"rgb{suffix}"],
             pred_accumulation=outputs[f"accumulation{suffix}"],
             gt_image=batch["image"].to(outputs[f"rgb{suffix}"].device),
@@ -475,4 +532,12 @@ def _cat_batch_values(name: str, values: List[Any]) -> Tensor:
     return values[0] if len(values) == 1 else torch.cat(values, dim=0)
 
 
-__all__ = ["InrPipeline", "InrPipelineConfig", "LOSS_WEIGHTS_KEY", "MAX_SKIP_COUNT", "cat_ray_bundles"]
+__all__ = [
+    "ERROR_MAP_SETTINGS",
+    "InrPipeline",
+    "InrPipelineConfig",
+    "LOSS_WEIGHTS_KEY",
+    "MAX_SKIP_COUNT",
+    "cat_ray_bundles",
+    "error_map_pipeline",
+]

@@ -1,22 +1,28 @@
 """nerfstudio method specifications (entry points ``nerfstudio.method_configs``).
 
-Every method is the same :class:`InrNeRFModel` (vanilla NeRF + switches) with different switches, so a
-comparison between two methods, or between a method and its control, changes one thing.
+Every NeRF method is the same :class:`InrNeRFModel` (vanilla NeRF + switches) with different switches, so a
+comparison between two methods, or between a method and its control, changes one thing. The nerfacto methods are
+nerfacto (:class:`InrNerfactoModel`, which takes per-ray loss weights) through the same pipeline and trainer:
+``inr-nerfacto`` with uniform rays (the control), ``int-map-nerfacto`` with rays drawn by the error map.
 """
 
 from __future__ import annotations
 
 import torch
+from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
-from nerfstudio.engine.optimizers import RAdamOptimizerConfig
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+from nerfstudio.engine.optimizers import AdamOptimizerConfig, RAdamOptimizerConfig
+from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from nerf_inr_methods.nerfstudio_plugin.esgd_trainer import ESGDTrainerConfig, RunLengthExponentialDecaySchedulerConfig
 from nerf_inr_methods.nerfstudio_plugin.inr_nerf import InrNeRFModelConfig
-from nerf_inr_methods.nerfstudio_plugin.int_pipeline import InrPipelineConfig
+from nerf_inr_methods.nerfstudio_plugin.inr_nerfacto import InrNerfactoModelConfig
+from nerf_inr_methods.nerfstudio_plugin.int_pipeline import InrPipelineConfig, error_map_pipeline
 from nerf_inr_methods.nerfstudio_plugin.offline import install as install_offline_fixes
 
 install_offline_fixes()  # loaded by ns-train / ns-eval / ns-render through the entry points
@@ -71,9 +77,7 @@ int_nerf = MethodSpecification(
 
 def _int_map_nerf_config() -> ESGDTrainerConfig:
     config = nerf_trainer_config("int-map-nerf", InrNeRFModelConfig())
-    pipeline = config.pipeline
-    pipeline.int_enabled, pipeline.int_sampler = True, "error-map"
-    pipeline.int_ratio_kind, pipeline.int_r0, pipeline.int_pool_batches = "constant", 1.0, 4
+    config.pipeline = error_map_pipeline(config.pipeline)
     return config
 
 
@@ -111,4 +115,73 @@ gauss_nerf = MethodSpecification(
     config=_gauss_nerf_config(),
     description="GARF-style NeRF: one field of Gaussian activations on raw xyz (no positional encoding, sigma 0.1), "
     "128 stratified samples, trained with robust ESGD (lr 10 -> 0.1; --optimizer adam is its control).",
+)
+
+
+def nerfacto_trainer_config(method_name: str, model: InrNerfactoModelConfig | None = None) -> ESGDTrainerConfig:
+    """nerfstudio's nerfacto training set-up around :class:`InrNerfactoModel`, through our pipeline and trainer.
+
+    nerfacto's values (nerfstudio 1.1's ``method_configs["nerfacto"]``): 30000 steps, 4096 rays per batch, Adam lr
+    1e-2 (eps 1e-15) on the proposal networks and the field decaying to 1e-4 over 200000 steps, camera optimizer
+    SO3xR3, mixed precision (off on CPU, as nerfstudio's Trainer does), nerfstudio-data parser (``blender-data``,
+    ``llff-data``, ... as a subcommand). One difference: the single-process ``VanillaDataManager`` instead of
+    nerfacto's ``ParallelDataManager``, which draws rays in a worker process whose random state a resumed INT run
+    could not restore (and which costs a core on a CPU run). The model's torch hash grid is used where tiny-cuda-nn
+    is missing (``--pipeline.model.implementation``); ``presets.NERFACTO_CPU_PRESET`` sizes it for a CPU.
+    """
+    return ESGDTrainerConfig(
+        method_name=method_name,
+        steps_per_eval_batch=500,
+        steps_per_save=2000,
+        max_num_iterations=30000,
+        mixed_precision=True,
+        pipeline=InrPipelineConfig(
+            datamanager=VanillaDataManagerConfig(
+                dataparser=NerfstudioDataParserConfig(), train_num_rays_per_batch=4096, eval_num_rays_per_batch=4096
+            ),
+            model=model
+            or InrNerfactoModelConfig(
+                eval_num_rays_per_chunk=1 << 15,
+                average_init_density=0.01,
+                camera_optimizer=CameraOptimizerConfig(mode="SO3xR3"),
+            ),
+        ),
+        optimizers={
+            "proposal_networks": {
+                "optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15),
+                "scheduler": ExponentialDecaySchedulerConfig(lr_final=0.0001, max_steps=200000),
+            },
+            "fields": {
+                "optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15),
+                "scheduler": ExponentialDecaySchedulerConfig(lr_final=0.0001, max_steps=200000),
+            },
+            "camera_opt": {
+                "optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-15),
+                "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=5000),
+            },
+        },
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
+        machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
+        vis="viewer",
+    )
+
+
+inr_nerfacto = MethodSpecification(
+    config=nerfacto_trainer_config("inr-nerfacto"),
+    description="nerfacto through nerf-inr-methods' pipeline and trainer with uniform rays (int-map-nerfacto's "
+    "control; the same model, datamanager and checkpoints).",
+)
+
+
+def _int_map_nerfacto_config() -> ESGDTrainerConfig:
+    config = nerfacto_trainer_config("int-map-nerfacto")
+    config.pipeline = error_map_pipeline(config.pipeline)
+    return config
+
+
+int_map_nerfacto = MethodSpecification(
+    config=_int_map_nerfacto_config(),
+    description="nerfacto whose rays are drawn by error: a per-pixel error map written by every training forward "
+    "picks each step's batch from 4 batches of candidates, the RGB loss importance-weighted (nerfacto's defaults "
+    "otherwise; inr-nerfacto is its control).",
 )
