@@ -38,16 +38,22 @@ def test_nerfstudio_discovers_our_methods() -> None:
 
 
 def test_cpu_preset_applies_to_every_registered_method() -> None:
+    from nerfstudio.models.nerfacto import NerfactoModelConfig
     from nerfstudio.plugins.registry import discover_methods
+
+    from nerf_inr_methods.nerfstudio_plugin.presets import matching_preset
 
     methods, _ = discover_methods()
     for name, registered in methods.items():
-        config = apply_preset(copy.deepcopy(registered))  # the registry's configs are process-wide: never mutate
+        preset = "nerfacto-cpu" if isinstance(registered.pipeline.model, NerfactoModelConfig) else "cpu"
+        config = apply_preset(copy.deepcopy(registered), preset)  # the registry's configs are process-wide
         assert (
             config.pipeline.datamanager.train_num_rays_per_batch
             == CPU_PRESET["pipeline.datamanager.train_num_rays_per_batch"]
         ), name
+        assert matching_preset(config) == preset, name
     assert preset_flags()[:2] == ["--pipeline.datamanager.train-num-rays-per-batch", "256"]
+    assert "--pipeline.model.num-proposal-samples-per-ray 64 32" in " ".join(preset_flags("nerfacto-cpu"))
 
 
 def test_a_run_is_matched_to_the_preset_it_was_trained_with() -> None:
