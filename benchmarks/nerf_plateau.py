@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import shutil
 import subprocess
@@ -118,6 +119,14 @@ class Arm:
     steps_scale: float = 1.0
     """Train on this fraction of the shared schedule's steps, with the same shape (hold, decay end and final lr at
     the same fractions): does the arm reach vanilla's final PSNR on a shorter schedule?"""
+    preset: str | None = "cpu"
+    """The preset of ``presets.py`` the arm trains with (e.g. nerfacto's ``nerfacto-cpu``; None: the method's own
+    sizes)."""
+    param_groups: Tuple[str, ...] = ("fields",)
+    """The ``--optimizers`` groups the arm's lr and the plateau schedule apply to ("configured" optimizer; nerfacto:
+    its proposal networks and field)."""
+    scene_overrides: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    """scene -> config overrides of this arm on that scene (e.g. nerfacto's Blender set-up), after the scene's own."""
 
 
 ARMS: Dict[str, Arm] = {
@@ -178,7 +187,26 @@ ARMS: Dict[str, Arm] = {
 }
 """arm -> how to train it. New arms are named with these prefixes (e.g. ``int-soft``, ``gauss-esgd-robust``). The
 ``gauss-esgd-robust-*`` ablations each set one option of the robust recipe back to the official value, at the robust
-arm's tuned lr."""
+arm's tuned lr. Other studies add their arms with :func:`register_arms` (e.g. ``benchmarks.nerfacto_plateau``)."""
+
+ARM_MODULES: List[str] = []
+"""Modules that added arms with :func:`register_arms`: every training process imports them first."""
+
+
+def register_arms(arms: Dict[str, Arm], module: str) -> None:
+    """Add another study's ``arms`` to :data:`ARMS`; ``module`` (which calls this at import) is imported by every
+    training process (:func:`train_all` trains in fresh processes), so the arms are known there too."""
+    clashes = [name for name in arms if name in ARMS and ARMS[name] != arms[name]]
+    if clashes:
+        raise ValueError(f"arms {clashes} are defined already, differently")
+    ARMS.update(arms)
+    if module not in ARM_MODULES:
+        ARM_MODULES.append(module)
+
+
+def _import_arm_modules(modules: Tuple[str, ...]) -> None:
+    for module in modules:
+        importlib.import_module(module)
 
 
 @dataclass
@@ -190,7 +218,9 @@ class PlateauConfig:
     scenes: Tuple[str, ...] = ("mic",)
     """Scenes to train (mic, fern, synthetic)."""
     arms: Tuple[str, ...] = tuple(ARMS)
-    """Arms to train and report (vanilla is always included: it is the baseline)."""
+    """Arms to train and report (the baseline is always included)."""
+    baseline: str = "vanilla"
+    """The arm every other arm is compared with (results keys say ``vanilla`` for it, whichever arm it is)."""
     seeds: Tuple[int, ...] = (0, 1)
     """Paired seeds on the ``paired_scenes``; the other scenes use the first seed only."""
     paired_scenes: Tuple[str, ...] = ("mic",)
@@ -308,7 +338,12 @@ def trainer_config(spec: RunSpec, run_dir: Path):
     from nerf_inr_methods.nerfstudio_plugin.runs import prepare_config
 
     arm, scene = ARMS[spec.arm], SCENES[spec.scene]
-    overrides = {**scene["overrides"], **arm.overrides, "pipeline.datamanager.train_num_rays_per_batch": spec.rays}
+    overrides = {
+        **scene["overrides"],
+        **arm.scene_overrides.get(spec.scene, {}),
+        **arm.overrides,
+        "pipeline.datamanager.train_num_rays_per_batch": spec.rays,
+    }
     if spec.samples != DEFAULT_SAMPLES:
         coarse, importance = spec.samples
         overrides["pipeline.model.num_coarse_samples"] = coarse
@@ -317,11 +352,16 @@ def trainer_config(spec: RunSpec, run_dir: Path):
         from nerf_inr_methods.nerfstudio_plugin.llff_dataparser import LLFFDataParserConfig
 
         overrides["pipeline.datamanager.dataparser"] = LLFFDataParserConfig(downscale_factor=8, scale_factor=0.25)
+    elif arm.preset != "cpu":  # a method whose default dataparser is not Blender's (nerfacto's: nerfstudio-data)
+        from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+
+        overrides["pipeline.datamanager.dataparser"] = BlenderDataParserConfig()
     config = prepare_config(
         arm.method,
         Path(spec.data) if spec.data else scene["data"],
         run_dir.parents[2],
         steps=spec.steps,
+        preset=arm.preset,
         seed=spec.seed,
         timestamp=run_dir.name,
         experiment_name=spec.scene,
@@ -337,10 +377,13 @@ def trainer_config(spec: RunSpec, run_dir: Path):
     hold_steps, decay_steps = int(round(spec.hold * spec.steps)), int(round(spec.decay_end * spec.steps))
     schedule = dict(lr_final=spec.lr * spec.lr_final_ratio, max_steps=decay_steps, warmup_steps=hold_steps)
     if arm.optimizer == "configured":
-        config.optimizers["fields"]["optimizer"].lr = spec.lr
-        config.optimizers["fields"]["scheduler"] = (
-            ExponentialDecaySchedulerConfig(lr_pre_warmup=spec.lr, **schedule) if spec.lr_final_ratio != 1.0 else None
-        )
+        for group in arm.param_groups:
+            config.optimizers[group]["optimizer"].lr = spec.lr
+            config.optimizers[group]["scheduler"] = (
+                ExponentialDecaySchedulerConfig(lr_pre_warmup=spec.lr, **schedule)
+                if spec.lr_final_ratio != 1.0
+                else None
+            )
     else:
         preset = config.optimizer_presets[arm.optimizer]
         preset["optimizer"].lr = spec.lr
@@ -612,7 +655,13 @@ def train_all(specs: List[RunSpec], config: PlateauConfig) -> List[Dict[str, Any
         for task in tasks:
             _train_task(task)
     elif todo:
-        with ProcessPoolExecutor(config.jobs, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
+        with ProcessPoolExecutor(
+            config.jobs,
+            mp_context=get_context("spawn"),
+            max_tasks_per_child=1,
+            initializer=_import_arm_modules,
+            initargs=(tuple(ARM_MODULES),),
+        ) as pool:
             list(pool.map(_train_task, tasks))
     return [finished_record(s, config, recorded) or load_record(s, config.output_dir) for s in specs]
 
@@ -747,7 +796,7 @@ def plateau_reference_runs(config: PlateauConfig) -> Dict[Tuple[str, int], Dict[
     longest: Dict[Tuple[str, int], Dict[str, Any]] = {}
     for run in json.loads(Path(path).read_text()).get("runs", []):
         key = (run.get("scene"), run.get("seed"))
-        if run.get("arm") == "vanilla" and run.get("finished") and run.get("steps", 0) > config.steps:
+        if run.get("arm") == config.baseline and run.get("finished") and run.get("steps", 0) > config.steps:
             if key not in longest or run["steps"] > longest[key]["steps"]:
                 longest[key] = run
     return longest
@@ -857,7 +906,7 @@ def analyse(
     references = plateau_reference_runs(config)
     analysis: Dict[str, Any] = {}
     for scene in config.scenes:
-        seeds = sorted({k[2] for k in by if k[0] == scene and k[1] == "vanilla"})
+        seeds = sorted({k[2] for k in by if k[0] == scene and k[1] == config.baseline})
         scene_out: Dict[str, Any] = {}
         for arm in config.arms:
             paired = [s for s in seeds if (scene, arm, s) in by]
@@ -865,7 +914,7 @@ def analyse(
                 continue
             rows = []
             for seed in paired:
-                base, run = by[(scene, "vanilla", seed)], by[(scene, arm, seed)]
+                base, run = by[(scene, config.baseline, seed)], by[(scene, arm, seed)]
                 target = base["final_psnr"]
                 b_steps, b_wall, b_psnr = curve_arrays(base)
                 _, b_cpu, _ = curve_arrays(base, "cpu_seconds")
@@ -896,7 +945,7 @@ def analyse(
                         **versus_plateau(run, base, references.get((scene, seed))),
                     }
                 )
-                if arm != "vanilla":
+                if arm != config.baseline:
                     bands = psnr_by_texture(run, base)
                     if bands is None and previous and "restored_from" in run and "restored_from" in base:
                         bands = recorded_texture_bands(previous, scene, arm, seed)
@@ -907,7 +956,7 @@ def analyse(
                 entry["final_psnr_minus_plateau_vanilla"] = final_difference(
                     against_plateau, "plateau_vanilla_final_psnr", arm
                 )
-            if arm != "vanilla":
+            if arm != config.baseline:
                 entry["final_psnr_minus_vanilla"] = final_difference(rows, "vanilla_final_psnr", arm)
             scene_out[arm] = entry
         analysis[scene] = scene_out
@@ -1103,7 +1152,7 @@ def mesh_views(
     from nerfstudio.data.datasets.base_dataset import InputDataset
 
     from nerf_inr_methods.demo import draw_mesh, load_mesh_for_drawing, spread_indices
-    from nerf_inr_methods.safe_io import load_run_config
+    from nerf_inr_methods.nerfstudio_plugin.config_loader import load_run_config
 
     runs = [r for r in records if meshes.get(r["key"], {}).get("ok")]
     if not runs or not all(has_run_folder(r) for r in records):  # a run drawn from elsewhere: keep the picture
@@ -1151,7 +1200,7 @@ def report(config: PlateauConfig) -> Dict[str, Any]:
     if restored:
         print(f"runs whose folders are not here, taken from {config.results.name}: {', '.join(restored)}")
     analysis = analyse(records, config, previous)
-    table = report_table(analysis) + "\n\n" + plateau_check_note(next(s for s in specs if s.arm == "vanilla"))
+    table = report_table(analysis) + "\n\n" + plateau_check_note(next(s for s in specs if s.arm == config.baseline))
     stem = config.results.with_suffix("")
     plot_curves(records, Path(f"{stem}_psnr_vs_time.png")) if records else None
     for scene in config.scenes:
@@ -1162,10 +1211,12 @@ def report(config: PlateauConfig) -> Dict[str, Any]:
             record["mesh"] = {k: v for k, v in meshes[record["key"]].items() if k != "key"}
     for scene in config.scenes:
         first = [r for r in records if r["scene"] == scene and r["seed"] == config.seeds[0]]
-        best = max((r for r in first if r["arm"] != "vanilla"), key=lambda r: r["final_psnr"], default=None)
-        shown = [r for r in first if r["arm"] == "vanilla"] + ([best] if best else [])
+        best = max((r for r in first if r["arm"] != config.baseline), key=lambda r: r["final_psnr"], default=None)
+        shown = [r for r in first if r["arm"] == config.baseline] + ([best] if best else [])
         mesh_views(shown, meshes, Path(f"{stem}_{scene}_meshes.png"))
-    vanilla = {scene: [r for r in records if r["scene"] == scene and r["arm"] == "vanilla"] for scene in config.scenes}
+    vanilla = {
+        scene: [r for r in records if r["scene"] == scene and r["arm"] == config.baseline] for scene in config.scenes
+    }
     summary = "; ".join(
         f"{scene} vanilla {fmt_pm(*mean_std([r['final_psnr'] for r in rs]))} dB "
         f"(gain over last 20%: {', '.join(f'{plateau_gain(*curve_arrays(r)[::2]):+.2f}' for r in rs)} dB, "
@@ -1221,14 +1272,29 @@ def main(config: PlateauConfig) -> Dict[str, Any] | None:
             results=config.output_dir / "nerf_plateau_quick.json",
             plateau_reference=None,
         )
+    config = checked_config(config)
+    if config.stage in ("tune", "all"):
+        tune(config)
+    if config.stage in ("train", "all"):
+        train_all(plateau_specs(config), config)
+    if config.stage in ("report", "all"):
+        return report(config)
+    return None
+
+
+def checked_config(config: PlateauConfig) -> PlateauConfig:
+    """``config`` with its baseline among its arms, after checking arms, lrs and scenes (ValueError / FileNotFoundError
+    naming the flag); generates the synthetic scene when it is asked for and absent."""
     unknown = [a for a in config.arms if a not in ARMS]
     if unknown:
         raise ValueError(f"--arms: unknown arm(s) {unknown}; expected some of {sorted(ARMS)}")
-    bad_lrs = {arm: lr for arm, lr in config.lrs.items() if arm not in config.arms and arm != "vanilla" or not lr > 0}
+    bad_lrs = {
+        arm: lr for arm, lr in config.lrs.items() if arm not in config.arms and arm != config.baseline or not lr > 0
+    }
     if bad_lrs:
         raise ValueError(f"--lrs: expected arms of --arms with lrs > 0, got {bad_lrs}")
-    if "vanilla" not in config.arms:
-        config = dataclasses.replace(config, arms=("vanilla", *config.arms))
+    if config.baseline not in config.arms:
+        config = dataclasses.replace(config, arms=(config.baseline, *config.arms))
     for flag, scenes in (("--paired-scenes", config.paired_scenes), ("--scenes", config.scenes)):
         unknown = [scene for scene in scenes if scene not in SCENES]
         if unknown:
@@ -1239,13 +1305,7 @@ def main(config: PlateauConfig) -> Dict[str, Any] | None:
             make_synthetic_scene_if_absent(data)
         if not data.exists():
             raise FileNotFoundError(f"scene {scene}: data folder {data} does not exist")
-    if config.stage in ("tune", "all"):
-        tune(config)
-    if config.stage in ("train", "all"):
-        train_all(plateau_specs(config), config)
-    if config.stage in ("report", "all"):
-        return report(config)
-    return None
+    return config
 
 
 if __name__ == "__main__":
