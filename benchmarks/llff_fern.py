@@ -17,6 +17,7 @@ Run from the repository root: ``python -m benchmarks.llff_fern`` (about 6 min on
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
             "pipeline.model.background_color": "last_sample",
         },
     )
+    shutil.rmtree(config.get_base_dir(), ignore_errors=True)  # a rerun replaces its run (a used folder is refused)
     start = time.perf_counter()
     config_path = train(config)
     train_wall = time.perf_counter() - start
