@@ -136,7 +136,7 @@ def ns_train_run(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     configs = list(out.glob("*/int-map-nerfacto/run/config.yml"))
-    assert len(configs) == 1 and list(configs[0].parent.glob("nerfstudio_models/step-000000004.ckpt"))
+    assert len(configs) == 1 and list(configs[0].parent.glob("nerfstudio_models/step-000000003.ckpt"))
     return configs[0]
 
 
