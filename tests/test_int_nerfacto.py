@@ -203,3 +203,36 @@ def test_the_viewer_trains_and_renders_int_map_nerfacto(tiny_scene: Path, tmp_pa
             trainer.shutdown()
     image = rgb.images[-1]
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] == 3
+
+
+@pytest.mark.slow
+def test_nerfacto_plateau_quick_writes_the_required_layout(tiny_scene: Path, tmp_path: Path) -> None:
+    from benchmarks.nerfacto_plateau import NerfactoPlateauConfig, main
+
+    config = NerfactoPlateauConfig(quick=True, output_dir=tmp_path / "out", synthetic_data=tiny_scene, jobs=1)
+    payload = main(config)
+    results = json.loads((tmp_path / "out" / "nerfacto_plateau_quick.json").read_text())
+    assert results["benchmark"] == "nerfacto_plateau"
+    assert {r["arm"] for r in results["runs"]} == {"nerfacto", "int-map-nerfacto"}
+    for run in results["runs"]:
+        assert run["scene"] == "synthetic" and run["seed"] == 0 and run["commit"] and run["finished"]
+        assert [p["step"] for p in run["curve"]] == [0, 100, 200]
+        assert all({"step", "train_seconds", "psnr"} <= set(p) for p in run["curve"])
+    assert payload is not None and payload["summary_line"].startswith("SUMMARY nerfacto_plateau: synthetic")
+    assert "### synthetic" in (tmp_path / "out" / "nerfacto_plateau_quick.md").read_text()
+
+
+def test_paper_profile_is_nerfactos_own_sizes_at_full_resolution(shared_data: Path, tmp_path: Path) -> None:
+    from benchmarks.nerf_plateau import plateau_specs, run_dir_of, trainer_config
+    from benchmarks.nerfacto_plateau import NerfactoPlateauConfig, resolved
+
+    config = resolved(NerfactoPlateauConfig(profile="paper", scenes=("mic",), output_dir=tmp_path))
+    assert config.arms == ("nerfacto-paper", "int-map-nerfacto-paper") and config.baseline == "nerfacto-paper"
+    spec = plateau_specs(config)[1]
+    trainer = trainer_config(spec, run_dir_of(spec, tmp_path))
+    model, datamanager = trainer.pipeline.model, trainer.pipeline.datamanager
+    assert datamanager.train_num_rays_per_batch == 4096 and datamanager.camera_res_scale_factor == 1.0
+    assert (model.log2_hashmap_size, model.num_nerf_samples_per_ray, model.implementation) == (19, 48, "tcnn")
+    assert (
+        trainer.pipeline.int_sampler == "error-map" and trainer.optimizers["proposal_networks"]["optimizer"].lr == 1e-2
+    )
