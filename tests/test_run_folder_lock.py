@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import List
 
 import pytest
+import torch
 
 TINY_FLAGS = [
     "--pipeline.datamanager.train-num-rays-per-batch",
@@ -112,6 +113,13 @@ def test_a_finished_run_is_refused_unless_resumed_in_its_folder(tiny_scene: Path
     assert str(folder) in message and "config.yml, 1 checkpoint" in message
     assert f"--load-dir {folder / 'nerfstudio_models'} --timestamp same" in message and "another --timestamp" in message
     assert config_path.read_text() == before
+
+    for checkpoint in (folder / "nerfstudio_models").iterdir():
+        checkpoint.unlink()  # a run that ended before its first checkpoint: nothing to resume
+    with CONSOLE.capture(), pytest.raises(ValueError, match=r"\(config.yml\); it has no checkpoint to resume from"):
+        train(_tiny_config(tiny_scene, tmp_path, steps=2))
+    assert config_path.read_text() == before
+    torch.save({}, folder / "nerfstudio_models" / "step-000000001.ckpt")  # preflight only looks for the file
 
     resumed = _tiny_config(tiny_scene, tmp_path, steps=3)
     resumed.load_dir = folder / "nerfstudio_models"

@@ -46,13 +46,17 @@ def claim_run_folder(config: Any) -> None:
     folder = config.get_base_dir().resolve()
     if folder not in _held_locks:
         _lock(folder)
-    if earlier_run(folder, config) and not resumes_in(folder, config):
+    found = earlier_run(folder, config)
+    if found and not resumes_in(folder, config):
         release_run_folder(folder)
         model_dir = folder / config.relative_model_dir
+        if "checkpoint" in found:
+            keep = f"resume it with --load-dir {model_dir} --timestamp {config.timestamp}"
+        else:
+            keep = "it has no checkpoint to resume from (delete the folder to start it over)"
         raise ValueError(
-            f"the run folder {folder} already holds a run ({earlier_run(folder, config)}); resume it with --load-dir "
-            f"{model_dir} --timestamp {config.timestamp}, or pick another --timestamp (or --experiment-name / "
-            "--output-dir) for a new run"
+            f"the run folder {folder} already holds a run ({found}); {keep}, or pick another --timestamp (or "
+            "--experiment-name / --output-dir) for a new run"
         )
 
 
