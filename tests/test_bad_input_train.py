@@ -105,6 +105,11 @@ def zero_pose(meta: dict) -> None:
     meta["frames"][4]["transform_matrix"] = [[0.0] * 4 for _ in range(4)]
 
 
+def one_camera_position(meta: dict) -> None:
+    for frame in meta["frames"]:
+        frame["transform_matrix"] = meta["frames"][0]["transform_matrix"]
+
+
 def resize_frame(scene: Path) -> Path:
     from PIL import Image
 
@@ -249,6 +254,12 @@ CASES = [
         ["transforms.json", "frames[4] (train/r_4.png)", "not a rotation"],
         parser=["nerfstudio-data"],
         scene=lambda scene: nerfstudio_format(scene, zero_pose),
+    ),
+    Case(
+        "nerfstudio-data cameras at one point",
+        ["--data", "nerfstudio-data cannot read the train split", "ZeroDivisionError", "all at one point"],
+        parser=["nerfstudio-data"],
+        scene=lambda scene: nerfstudio_format(scene, one_camera_position),
     ),
     Case(
         "nerfstudio-data zero focal",

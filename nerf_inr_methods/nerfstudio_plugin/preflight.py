@@ -46,9 +46,10 @@ from nerf_inr_methods.nerfstudio_plugin.run_folder import claim_run_folder
 
 BACKGROUND_COLORS = ("random", "last_sample", "black", "white")
 """Values of --pipeline.model.background-color (vanilla NeRF's choices)."""
-DATA_ERRORS = (OSError, ValueError, KeyError, IndexError, AssertionError)
-"""What dataparsers raise on a bad dataset (missing files, bad values or keys, nerfstudio's asserts); reported as one
-line naming --data. Other exceptions are bugs and keep their traceback."""
+DATA_ERRORS = (OSError, ValueError, KeyError, IndexError, AssertionError, ZeroDivisionError)
+"""What dataparsers raise on a bad dataset (missing files, bad values or keys, nerfstudio's asserts, nerfstudio-data's
+pose scaling when every camera sits at one point); reported as one line naming --data. Other exceptions are bugs and
+keep their traceback."""
 NEAR_FLOOR_FRACTION = 0.01
 """Near plane lower bound, as a fraction of the far plane, for cameras inside the scene box (distance 0)."""
 ROTATION_TOLERANCE = 1e-2
@@ -236,8 +237,9 @@ def check_dataset(config: Any) -> Any:
         except DATA_ERRORS as error:
             if raised_by_this_package(error):
                 raise  # our dataparsers' errors already name the file and what was expected
+            hint = " (degenerate camera poses, e.g. all at one point?)" if isinstance(error, ZeroDivisionError) else ""
             raise ValueError(
-                f"--data {data}: {parser_name} cannot read the {split} split: {type(error).__name__}: {error}"
+                f"--data {data}: {parser_name} cannot read the {split} split: {type(error).__name__}: {error}{hint}"
             ) from error
         if not outputs[split].image_filenames:
             raise ValueError(f"--data {data}: {parser_name} found no images in the {split} split")
@@ -450,11 +452,8 @@ def default_collider_params(model: Any) -> Dict[str, float] | None:
 
 
 def choose_near_far(config: Any, train_outputs: Any) -> None:
-    """Settle the model's near/far planes for this dataset and say which the run uses (one line); models with planes
-    of their own (nerfacto's --pipeline.model.near-plane / far-plane, no collider_params) are left as configured."""
+    """Settle the model's near/far planes for this dataset and say which the run uses (one line)."""
     model = config.pipeline.model
-    if not hasattr(model, "use_dataparser_near_far"):
-        return
     parser_config = config.pipeline.datamanager.dataparser
     parser_name = dataparser_name(parser_config)
     collider = dict(model.collider_params) if model.collider_params is not None else None
