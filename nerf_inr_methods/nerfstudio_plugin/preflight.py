@@ -452,8 +452,11 @@ def default_collider_params(model: Any) -> Dict[str, float] | None:
 
 
 def choose_near_far(config: Any, train_outputs: Any) -> None:
-    """Settle the model's near/far planes for this dataset and say which the run uses (one line)."""
+    """Settle the model's near/far planes for this dataset and say which the run uses (one line); models with planes
+    of their own (nerfacto's --pipeline.model.near-plane / far-plane, no collider_params) are left as configured."""
     model = config.pipeline.model
+    if not hasattr(model, "use_dataparser_near_far"):
+        return
     parser_config = config.pipeline.datamanager.dataparser
     parser_name = dataparser_name(parser_config)
     collider = dict(model.collider_params) if model.collider_params is not None else None
