@@ -83,7 +83,8 @@ def test_two_ns_train_runs_started_at_once_one_is_refused(tiny_scene: Path, tmp_
     third = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert third.returncode == 2, third.stderr[-3000:]
     lines = error_lines(third.stderr)
-    assert len(lines) == 1 and "already holds a run (config.yml" in lines[0] and "--load-dir" in lines[0], lines
+    assert len(lines) == 1 and "already holds a run (config.yml" in lines[0], lines
+    assert "no checkpoint to resume from" in lines[0] and "another --timestamp" in lines[0], lines  # killed before one
     assert (folder / "config.yml").read_text() == config_before
 
 
