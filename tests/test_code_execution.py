@@ -101,6 +101,9 @@ TAG_PAYLOADS = {
         "{{colmap_cmd: 'touch {m}; true'}}"
     ),
     "process-video object": "!!python/object:nerfstudio.scripts.process_data.ProcessVideo {{data: /tmp}}",
+    "config shadowing its setup": (
+        "!!python/object:nerfstudio.engine.optimizers.AdamOptimizerConfig {{setup: 'touch {m}'}}"
+    ),
 }
 LIVE_TAGS = {"os.system", "subprocess.call", "subprocess.Popen", "builtins.open", "builtins.exec"}
 LIVE_TAGS |= {"builtins.eval", "run_command apply", "path of os.system"}

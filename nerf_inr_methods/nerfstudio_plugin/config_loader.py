@@ -277,7 +277,7 @@ class ConfigLoader(yaml.SafeLoader):
         for key, value in state.items():
             if not isinstance(key, str) or key.startswith("__"):
                 raise _Refused(node.tag, f"attribute {key!r} may not be set", node.start_mark)
-            if key not in fields and not _is_plain(value):
+            if key not in fields and (hasattr(cls, key) or not _is_plain(value)):  # no method or property shadowed
                 raise _Refused(node.tag, f"{key!r} is not a field of {cls.__name__}", node.start_mark)
             if key == "_target":
                 self._check_target(cls, value, node)
