@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import subprocess
 import sys
@@ -385,3 +386,67 @@ def test_resume_continues_int_exactly(tiny_scene: Path, tmp_path: Path, monkeypa
     assert (name in ("soft", "error-map")) == any(w is not None for *_, w in straight)
     with pytest.raises(ValueError, match=r"cannot resume INT.*total_steps 12 \(now 13\).*int-total-steps 12"):
         run("mismatch", n // 2 + 1, None, load_dir=first.get_checkpoint_dir())
+
+
+def test_error_map_pool_of_pixels_draws_as_the_pool_of_rays(tiny_scene: Path, tmp_path: Path, monkeypatch) -> None:
+    """Issue 44: the error map's pool of pixels (rays generated for the drawn rows only) draws with the same
+    probabilities and trains the same rays with the same weights as the pool of next_train's rays it replaced."""
+    from nerf_inr_methods.core import int_sampler as core
+    from nerf_inr_methods.nerfstudio_plugin import int_pipeline
+    from nerf_inr_methods.nerfstudio_plugin.int_pipeline import ERROR_MAP_SETTINGS, LOSS_WEIGHTS_KEY
+
+    splits = int_pipeline._next_train_splits
+    drawing_probabilities = core.drawing_probabilities
+    steps = 8
+    images: Dict[str, Dict[str, torch.Tensor]] = {}
+
+    def run(pixels_only: bool) -> Dict[str, List[Any]]:
+        monkeypatch.setattr(int_pipeline, "_next_train_splits", lambda dm: pixels_only and splits(dm))
+        log: Dict[str, List[Any]] = {"q": [], "rays": [], "indices": [], "weights": [], "loss": [], "pool_rays": []}
+
+        def recording(errors, *args, **kwargs):
+            log["q"].append(drawing_probabilities(errors, *args, **kwargs))
+            return log["q"][-1]
+
+        monkeypatch.setattr(core, "drawing_probabilities", recording)
+        options = {k: v for k, v in ERROR_MAP_SETTINGS.items() if k != "int_enabled"}
+        pipeline = make_pipeline(tiny_scene, tmp_path, steps=steps, int_enabled=True, int_alpha_warmup=0.0, **options)
+        original = pipeline.model.get_metrics_dict
+
+        def get_metrics_dict(outputs: Dict[str, Any], batch: Dict[str, torch.Tensor]) -> Dict[str, Any]:
+            log["indices"].append(batch["indices"].clone())
+            log["weights"].append(batch[LOSS_WEIGHTS_KEY].clone())
+            return original(outputs, batch)
+
+        pipeline.model.get_metrics_dict = get_metrics_dict
+        # one image batch for both runs (each datamanager's cache loader orders the images with its own generator)
+        images.setdefault("batch", next(pipeline.datamanager.iter_train_image_dataloader))
+        pipeline.datamanager.iter_train_image_dataloader = itertools.repeat(images["batch"])
+        forward = pipeline.model.forward
+
+        def recording_forward(ray_bundle):
+            log["rays"].append(torch.cat([ray_bundle.origins, ray_bundle.directions], dim=-1).clone())
+            return forward(ray_bundle)
+
+        pipeline.model.forward = recording_forward
+        for step in range(steps):
+            _, loss_dict, _ = pipeline.get_train_loss_dict(step)
+            log["loss"].append(float(sum(loss_dict.values()).detach()))
+            log["pool_rays"].append(pipeline._pool_rays is not None)
+        return log
+
+    rays_pool, pixels_pool = run(pixels_only=False), run(pixels_only=True)
+    assert all(rays_pool["pool_rays"]) and not any(pixels_pool["pool_rays"])  # the old path and the new one ran
+    assert len(pixels_pool["q"]) == len(rays_pool["q"]) == steps
+    for step in range(steps):  # step by step: the first difference is the one reported
+        assert torch.equal(rays_pool["indices"][step], pixels_pool["indices"][step]), step  # the same pixels, in order
+        for name in ("q", "rays", "weights"):
+            before, after = rays_pool[name][step], pixels_pool[name][step]
+            assert before.shape == after.shape, (name, step)
+            assert torch.allclose(before, after, rtol=1e-5, atol=1e-7), (
+                name,
+                step,
+                float((before - after).abs().max()),
+            )
+    assert pixels_pool["loss"] == pytest.approx(rays_pool["loss"], rel=1e-5)
+    assert len({float(q.max()) for q in pixels_pool["q"][1:]}) > 1  # the map did move the draw (not all uniform)

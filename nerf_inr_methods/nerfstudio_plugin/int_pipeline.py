@@ -17,9 +17,11 @@ map on. Methods that do not train on ray batches (splatfacto renders whole image
 The policy (candidate pool, scores, selection, no-starvation guard, schedules, samplers, state) is the framework-free
 :class:`nerf_inr_methods.core.int_sampler.IntSampler`; this module only translates: a "point" is a ray, i.e. a pixel
 ``(camera, y, x)`` with flat id ``(camera * H + y) * W + x``; a pool is ``int_pool_batches`` datamanager batches of
-``B = train_num_rays_per_batch`` rays (``P = int_pool_batches * B`` candidates) whose ray bundle and batch rows the
-pipeline keeps aligned with the sampler's pool; a score is the L1 error of the rendered (fine) colour summed over
-channels, from a no-grad forward; each step trains ``k = ceil(ratio(t) * B)`` rays.
+``B = train_num_rays_per_batch`` rays (``P = int_pool_batches * B`` candidates) whose batch rows the pipeline keeps
+aligned with the sampler's pool (with nerfstudio's ``VanillaDataManager`` the pixels only: the rays of the rows a
+step trains or scores are generated then, by the datamanager's ray generator; other datamanagers' rays are kept with
+the pool); a score is the L1 error of the rendered (fine) colour summed over channels, from a no-grad forward; each
+step trains ``k = ceil(ratio(t) * B)`` rays.
 
 Samplers (``--pipeline.int-sampler``):
 
@@ -69,6 +71,7 @@ from typing import Any, Dict, List, NamedTuple, Tuple, Type
 
 import torch
 from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils import profiler
@@ -233,7 +236,8 @@ class InrPipeline(VanillaPipeline):
         self.int_sampler: IntSampler | None = None
         """The INT sampler (created once T is known: first training step or trainer set-up)."""
         self._pool_rays: RayBundle | None = None
-        """The rays of the sampler's current pool (P,), aligned with its positions."""
+        """The rays of the sampler's current pool (P,), aligned with its positions; None when the pool holds pixels
+        only and the rays of the rows a step uses are generated then (:meth:`_pool_rays_at`)."""
         self._pool_batch: Dict[str, Tensor] | None = None
         """The batch rows of the current pool (each first dim P)."""
         self._image_hw: Tuple[int, int] | None = None
@@ -319,9 +323,10 @@ class InrPipeline(VanillaPipeline):
                     f"{self._total_steps_origin}; resume with the saved schedule, e.g. --pipeline.int-total-steps "
                     f"{saved_steps} (and the same INT flags)"
                 ) from None
+            if pending["pool_batch"] is not None:
+                self._pool_batch = _to_device(pending["pool_batch"], self.device)
             if pending["pool_rays"] is not None:
                 self._pool_rays = RayBundle(**_to_device(pending["pool_rays"], self.device))
-                self._pool_batch = _to_device(pending["pool_batch"], self.device)
             self._pending_state = None
         self.int_sampler = sampler
         return sampler
@@ -411,9 +416,9 @@ class InrPipeline(VanillaPipeline):
             self._pending_rng = None
         batch_rays = self.datamanager.get_train_rays_per_batch()
         selection = sampler.select(step, lambda: self._draw_pool(step), self._score_pool, batch_size=batch_rays)
-        assert self._pool_rays is not None and self._pool_batch is not None
+        assert self._pool_batch is not None
         indices = selection.indices
-        ray_bundle = self._pool_rays[indices]
+        ray_bundle = self._pool_rays_at(indices)
         batch = {name: value[indices.to(value.device)] for name, value in self._pool_batch.items()}
         if selection.weights is not None:
             batch[LOSS_WEIGHTS_KEY] = selection.weights.to(self.device)
@@ -441,18 +446,30 @@ class InrPipeline(VanillaPipeline):
         return metrics
 
     def _draw_pool(self, step: int) -> PoolCandidates:
-        """Draw ``int_pool_batches`` fresh datamanager batches as the sampler's new pool."""
+        """Draw ``int_pool_batches`` fresh datamanager batches as the sampler's new pool.
+
+        With nerfstudio's ``VanillaDataManager.next_train`` (image batch -> pixel sampler -> ray generator) the pool
+        keeps the pixels' batch rows only (same pixels, same random numbers as ``next_train``), and the rays of the
+        rows a step trains or scores are generated then (:meth:`_pool_rays_at`): the error map draws B of 4 B
+        candidates, whose other rays were generated for nothing. Other datamanagers' batches are kept with their rays.
+        """
+        datamanager = self.datamanager
+        pixels_only = _next_train_splits(datamanager)
         bundles, batches = [], []
         for _ in range(self.config.int_pool_batches):
-            ray_bundle, batch = self.datamanager.next_train(step)
+            if pixels_only:  # VanillaDataManager.next_train without its ray generator
+                datamanager.train_count += 1
+                batch = datamanager.train_pixel_sampler.sample(next(datamanager.iter_train_image_dataloader))
+            else:
+                ray_bundle, batch = datamanager.next_train(step)
+                bundles.append(ray_bundle)
             if "indices" not in batch:
                 raise ValueError(
                     "INT needs ray batches with per-ray 'indices' (camera, y, x); "
                     f"{type(self.datamanager).__name__} returned keys {sorted(batch)}"
                 )
-            bundles.append(ray_bundle)
             batches.append(batch)
-        self._pool_rays = cat_ray_bundles(bundles)
+        self._pool_rays = cat_ray_bundles(bundles) if bundles else None
         self._pool_batch = {name: _cat_batch_values(name, [b[name] for b in batches]) for name in batches[0]}
         indices = self._pool_batch["indices"]
         if indices.dim() != 2 or indices.shape[1] != 3:
@@ -465,14 +482,22 @@ class InrPipeline(VanillaPipeline):
 
     def _score_pool(self, positions: Tensor) -> Tensor:
         """(m,) INT scores of the pool rays at ``positions`` from a no-grad forward."""
-        assert self._pool_rays is not None and self._pool_batch is not None
-        # always a copy of the pool's rays: a model may move a training forward's rays in place (nerfacto's camera
-        # optimizer), which must not touch the rays the pool trains later
-        rays = self._pool_rays[positions]
-        whole = positions.numel() == len(self._pool_rays)
+        assert self._pool_batch is not None
+        rays = self._pool_rays_at(positions)
+        whole = positions.numel() == self._pool_batch["indices"].shape[0]
         batch = self._pool_batch if whole else {k: v[positions.to(v.device)] for k, v in self._pool_batch.items()}
         with torch.no_grad():
             return self._ray_errors(self.model(rays), batch).to(self.device)
+
+    def _pool_rays_at(self, positions: Tensor) -> RayBundle:
+        """The rays (m,) of the pool's rows at ``positions`` (m,) long: the pool's stored rays, or the datamanager's
+        ray generator run on those rows' pixel indices. Always a new bundle: a model may move a forward's rays in
+        place (nerfacto's camera optimizer), which must not touch the rays the pool uses later."""
+        if self._pool_rays is not None:
+            return self._pool_rays[positions]
+        assert self._pool_batch is not None
+        pixels = self._pool_batch["indices"]
+        return self.datamanager.train_ray_generator(pixels[positions.to(pixels.device)])
 
     def _ray_errors(self, outputs: Dict[str, Any], batch: Dict[str, Tensor]) -> Tensor:
         """(n,) INT scores: L1 error of the rendered colour (fine if present) against the ground truth, the background
@@ -490,6 +515,15 @@ class InrPipeline(VanillaPipeline):
             gt_image=batch["image"].to(outputs[f"rgb{suffix}"].device),
         )
         return int_scores(pred, target[..., : pred.shape[-1]])
+
+
+def _next_train_splits(datamanager: Any) -> bool:
+    """Whether ``datamanager.next_train`` is ``VanillaDataManager``'s own (image batch -> ``train_pixel_sampler`` ->
+    ``train_ray_generator``), so that a pool can take its pixels and generate the rays of some rows later."""
+    parts = ("iter_train_image_dataloader", "train_pixel_sampler", "train_ray_generator", "train_count")
+    return type(datamanager).next_train is VanillaDataManager.next_train and all(
+        getattr(datamanager, name, None) is not None for name in parts
+    )
 
 
 def _bundle_fields(bundle: RayBundle) -> Dict[str, Any]:
