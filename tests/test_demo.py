@@ -181,3 +181,29 @@ def test_summary_reports_both_runs_and_the_difference() -> None:
     assert "PSNR 25.60 dB" in text and "inr-nerf, 3600 steps" in text and "PSNR 25.10 dB" in text
     assert "int-map-nerf +0.50 dB" in text
     assert text.splitlines()[-1].strip().endswith("outputs/demo/test_views.png")
+
+
+def test_views_are_rendered_in_evaluation_mode_and_the_mode_is_restored() -> None:
+    """nerfstudio's get_average_eval_image_metrics leaves the model training (jittered samples): the demo's renders
+    switch it to evaluation mode for their own renders and back."""
+    seen = []
+
+    class Model(torch.nn.Module):
+        device = torch.device("cpu")
+
+        def get_outputs_for_camera(self, camera):
+            seen.append(self.training)
+            return {"rgb": torch.zeros(4, 4, 3)}
+
+    model = Model()
+    model.train()
+    cameras = [_camera_at((3.0, 0.0, 1.0), size=4), _camera_at((0.0, 3.0, 1.0), size=4)]
+
+    class Cameras:
+        shape = (2,)
+
+        def __getitem__(self, item):
+            return cameras[item.start]
+
+    frames = demo.render_frames(SimpleNamespace(model=model), Cameras())
+    assert len(frames) == 2 and seen == [False, False] and model.training
