@@ -21,11 +21,15 @@ skipped with a warning rather than refusing every run.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import socket
 from pathlib import Path
 from typing import IO, Any, Dict
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the claim only checks for an earlier run there
+    fcntl = None  # type: ignore[assignment]
 
 LOCK_FILE_NAME = ".ns-train.lock"
 """Name of the lock file in a run folder (holds the owner's pid and host, for the refusal message)."""
@@ -92,6 +96,8 @@ def _lock(folder: Path) -> None:
     path = folder / LOCK_FILE_NAME
     handle = open(path, "a+", encoding="utf8")  # held open for the process's life
     try:
+        if fcntl is None:
+            raise OSError(errno.ENOSYS, "file locks (fcntl.flock) are not available on this platform")
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:
         handle.seek(0)
