@@ -317,6 +317,7 @@ def markdown(config: NerfactoPlateauConfig, payload: Dict[str, Any]) -> str:
                 "gain over last 20%",
             ]
             lines += [f"### {scene}, {arm}: per seed", "", reporting.markdown_table(headers, rows), ""]
+    lines += early_training_lines(config, payload)
     progress = payload["progress"]
     if progress:
         rows = [
@@ -364,6 +365,39 @@ def markdown(config: NerfactoPlateauConfig, payload: Dict[str, Any]) -> str:
         lines += ["## Pictures", "", *(f"![{p}]({p})" for p in shown), ""]
     lines += [payload["summary_line"], ""]
     return "\n".join(lines)
+
+
+def early_training_lines(config: NerfactoPlateauConfig, payload: Dict[str, Any]) -> List[str]:
+    """Per (scene, seed) pair with an unfinished run: both arms' test PSNR and training minutes at every step both
+    have logged, and the difference (labelled early training: not a plateau claim)."""
+    runs = [*payload["runs"], *payload["unfinished_runs"]]
+    lines: List[str] = []
+    for scene, seed in dict.fromkeys((r["scene"], r["seed"]) for r in payload["unfinished_runs"]):
+        by_arm = {
+            r["arm"]: {p["step"]: p for p in r["curve"]} for r in runs if (r["scene"], r["seed"]) == (scene, seed)
+        }
+        if config.baseline not in by_arm or len(by_arm) < 2:
+            continue
+        base = by_arm[config.baseline]
+        for arm, curve in by_arm.items():
+            if arm == config.baseline:
+                continue
+            rows = [
+                [
+                    str(step),
+                    f"{base[step]['psnr']:.2f}",
+                    f"{curve[step]['psnr']:.2f}",
+                    f"{curve[step]['psnr'] - base[step]['psnr']:+.2f}",
+                    f"{base[step]['train_seconds'] / 60:.1f}",
+                    f"{curve[step]['train_seconds'] / 60:.1f}",
+                ]
+                for step in sorted(set(base) & set(curve))
+                if step > 0
+            ]
+            headers = ["step", f"{config.baseline} PSNR", f"{arm} PSNR", "difference", f"{config.baseline} min", "min"]
+            title = f"## Early training (runs not finished): {scene}, seed {seed}, {arm} against {config.baseline}"
+            lines += [title, "", reporting.markdown_table(headers, rows), ""]
+    return lines
 
 
 def concentration_path(config: NerfactoPlateauConfig) -> Path:
