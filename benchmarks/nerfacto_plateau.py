@@ -394,7 +394,8 @@ def early_training_lines(config: NerfactoPlateauConfig, payload: Dict[str, Any])
                 for step in sorted(set(base) & set(curve))
                 if step > 0
             ]
-            headers = ["step", f"{config.baseline} PSNR", f"{arm} PSNR", "difference", f"{config.baseline} min", "min"]
+            headers = ["step", f"{config.baseline} PSNR", f"{arm} PSNR", "difference"]
+            headers += [f"{config.baseline} train min", f"{arm} train min"]
             title = f"## Early training (runs not finished): {scene}, seed {seed}, {arm} against {config.baseline}"
             lines += [title, "", reporting.markdown_table(headers, rows), ""]
     return lines
