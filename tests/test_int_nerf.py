@@ -157,7 +157,7 @@ def test_random_subset_control_scores_nothing(tiny_scene: Path, tmp_path: Path) 
 def test_pool_of_several_batches(tiny_scene: Path, tmp_path: Path) -> None:
     pipeline = make_pipeline(tiny_scene, tmp_path, int_enabled=True, int_pool_batches=3)
     _, _, metrics = pipeline.get_train_loss_dict(0)
-    assert pipeline.int_sampler.pool.scores.shape == (192,) and len(pipeline._pool_rays) == 192
+    assert pipeline.int_sampler.pool.scores.shape == (192,) and len(pipeline._pool_batch["indices"]) == 192
     assert metrics["rays_scored"] == 192 and metrics["rays_trained"] == num_selected(64, 0.2)
 
 
