@@ -13,8 +13,9 @@ the step (the datamanager's pixel sampler and ray generator, the pool's draw, th
 read and write, the importance weights, the model's forward, loss, and the rest: backward and optimizer); timers cost
 a little, so the breakdown's totals are not the ratio's numbers.
 
-Run from the repository root: ``python -m benchmarks.map_step_cost`` (about 6 min here); ``--quick`` is a smoke
-run on the synthetic scene writing outside tracked files.
+Run from the repository root: ``python -m benchmarks.map_step_cost`` (about 30 min here under load 7-11, most of it
+the 2-thread steps; ``--thread-counts 1``: about 8 min); ``--quick`` is a smoke run on the synthetic scene writing
+outside tracked files. Write-up: ``benchmarks/results/map_step_cost.md``.
 """
 
 from __future__ import annotations
@@ -52,13 +53,13 @@ class MapStepCostConfig(BenchmarkOptions):
     thread_counts: tuple[int, ...] = (1, 2)
     """torch intra-op thread counts to measure (each a separate block of rounds)."""
     rounds: int | None = None
-    """Rounds per thread count; each round trains every arm ``steps_per_block`` steps (default 12; quick 1)."""
+    """Rounds per thread count; each round trains every arm ``steps_per_block`` steps (default 40; quick 1)."""
     steps_per_block: int | None = None
-    """Consecutive steps of one arm in a round (default 25; quick 3)."""
+    """Consecutive steps of one arm in a round (default 3: short blocks pair the arms closely in time; quick 3)."""
     warmup_steps: int | None = None
     """Untimed steps of each arm at each thread count before its rounds (default 10; quick 1)."""
     breakdown_steps: int | None = None
-    """Steps of each arm per thread count timed phase by phase after the rounds (default 40; quick 2)."""
+    """Steps of each arm per thread count timed phase by phase after the rounds (default 20; quick 2)."""
     data: Path | None = None
     """Blender scene (default: ../shared/data/blender/mic at 100 px; the synthetic scene when absent, or quick)."""
     seed: int = 0
@@ -68,7 +69,7 @@ class MapStepCostConfig(BenchmarkOptions):
 
     def resolved(self) -> MapStepCostConfig:
         options = self.with_run_defaults(
-            "map_step_cost", rounds=(12, 1), steps_per_block=(25, 3), warmup_steps=(10, 1), breakdown_steps=(40, 2)
+            "map_step_cost", rounds=(40, 1), steps_per_block=(3, 3), warmup_steps=(10, 1), breakdown_steps=(20, 2)
         )
         if options.data is None:
             options = dataclasses.replace(options, data=SYNTHETIC if self.quick or not MIC.is_dir() else MIC)
