@@ -475,6 +475,19 @@ def called_from_nerfstudio(depth: int = 2) -> Any:
     return frame if str(frame.f_globals.get("__name__", "")).startswith("nerfstudio.") else None
 
 
+def replace_once(owner: Any, name: str, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    """Replace ``owner.name`` by ``wrap(original)`` unless already replaced (idempotent); the replacement keeps the
+    original as ``_original`` and its docstring."""
+    original = getattr(owner, name)
+    if getattr(original, "_nerf_inr_methods_safe", False):
+        return
+    replacement = wrap(original)
+    replacement._nerf_inr_methods_safe = True  # type: ignore[attr-defined]
+    replacement._original = original  # type: ignore[attr-defined]
+    replacement.__doc__ = original.__doc__
+    setattr(owner, name, replacement)
+
+
 def install_safe_yaml_for_nerfstudio() -> None:
     """Make nerfstudio's own ``yaml.load(..., Loader=yaml.Loader)`` calls use :class:`ConfigLoader` (idempotent).
 
@@ -483,23 +496,20 @@ def install_safe_yaml_for_nerfstudio() -> None:
     from a ``nerfstudio.*`` module with an unsafe loader go through the restricted loader; every other caller
     gets PyYAML's behaviour unchanged.
     """
-    if getattr(yaml.load, "_nerf_inr_methods_safe", False):
-        return
-    original: Callable[..., Any] = yaml.load
 
-    def load(stream: Any, Loader: Any) -> Any:  # noqa: N803 (PyYAML's signature)
-        caller = called_from_nerfstudio()
-        if caller is not None and Loader in UNSAFE_YAML_LOADERS:
-            text = stream if isinstance(stream, str) else stream.read()
-            if isinstance(text, bytes):
-                text = text.decode()
-            return load_config_yaml(text, _config_name_from_caller(caller))
-        return original(stream, Loader)
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def load(stream: Any, Loader: Any) -> Any:  # noqa: N803 (PyYAML's signature)
+            caller = called_from_nerfstudio()
+            if caller is not None and Loader in UNSAFE_YAML_LOADERS:
+                text = stream if isinstance(stream, str) else stream.read()
+                if isinstance(text, bytes):
+                    text = text.decode()
+                return load_config_yaml(text, _config_name_from_caller(caller))
+            return original(stream, Loader)
 
-    load._nerf_inr_methods_safe = True  # type: ignore[attr-defined]
-    load._original = original  # type: ignore[attr-defined]
-    load.__doc__ = original.__doc__
-    yaml.load = load
+        return load
+
+    replace_once(yaml, "load", wrap)
 
 
 __all__ = [

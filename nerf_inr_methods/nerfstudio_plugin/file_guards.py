@@ -23,49 +23,43 @@ import shlex
 import subprocess
 import sys
 from os import PathLike
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from nerf_inr_methods import safe_io
-from nerf_inr_methods.nerfstudio_plugin.config_loader import called_from_nerfstudio
+from nerf_inr_methods.nerfstudio_plugin.config_loader import called_from_nerfstudio, replace_once
 
 
 def install_safe_numpy_for_nerfstudio() -> None:
     """Route nerfstudio's ``np.load(..., allow_pickle=True)`` to :func:`safe_io.safe_numpy_load` (idempotent)."""
-    if getattr(np.load, "_nerf_inr_methods_safe", False):
-        return
-    original = np.load
 
-    def load(file: Any, mmap_mode: Any = None, allow_pickle: bool = False, *args: Any, **kwargs: Any) -> Any:
-        if allow_pickle and called_from_nerfstudio() is not None:
-            return safe_io.safe_numpy_load(file, mmap_mode, True, *args, **kwargs)
-        return original(file, mmap_mode, allow_pickle, *args, **kwargs)
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def load(file: Any, mmap_mode: Any = None, allow_pickle: bool = False, *args: Any, **kwargs: Any) -> Any:
+            if allow_pickle and called_from_nerfstudio() is not None:
+                return safe_io.safe_numpy_load(file, mmap_mode, True, *args, **kwargs)
+            return original(file, mmap_mode, allow_pickle, *args, **kwargs)
 
-    load._nerf_inr_methods_safe = True  # type: ignore[attr-defined]
-    load._original = original  # type: ignore[attr-defined]
-    load.__doc__ = original.__doc__
-    np.load = load
+        return load
+
+    replace_once(np, "load", wrap)
 
 
 def install_safe_torch_load_for_nerfstudio() -> None:
     """Route nerfstudio's ``torch.load`` calls to :func:`safe_io.safe_torch_load` (idempotent); a call asking for
     ``weights_only=False`` (none in nerfstudio 1.1.5) and every other caller keep torch's behaviour."""
-    if getattr(torch.load, "_nerf_inr_methods_safe", False):
-        return
-    original = torch.load
 
-    def load(f: Any, map_location: Any = None, *args: Any, **kwargs: Any) -> Any:
-        from_nerfstudio = called_from_nerfstudio() is not None
-        if from_nerfstudio and not args and kwargs.get("weights_only") is not False and isinstance(f, (str, PathLike)):
-            return safe_io.safe_torch_load(f, map_location=map_location)
-        return original(f, map_location, *args, **kwargs)
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def load(f: Any, map_location: Any = None, *args: Any, **kwargs: Any) -> Any:
+            plain = not args and kwargs.get("weights_only") is not False and isinstance(f, (str, PathLike))
+            if plain and called_from_nerfstudio() is not None:
+                return safe_io.safe_torch_load(f, map_location=map_location)
+            return original(f, map_location, *args, **kwargs)
 
-    load._nerf_inr_methods_safe = True  # type: ignore[attr-defined]
-    load._original = original  # type: ignore[attr-defined]
-    load.__doc__ = original.__doc__
-    torch.load = load
+        return load
+
+    replace_once(torch, "load", wrap)
 
 
 def run_without_shell(cmd: str, verbose: bool = False) -> str | None:
